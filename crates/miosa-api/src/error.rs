@@ -1,0 +1,164 @@
+//! The error contract: every failure leaves as
+//! `{"error":{"code","message","request_id"[, "field"]}}` with a fitting status.
+//! This is the one place domain and store errors become HTTP.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use miosa_core::FieldError;
+use miosa_store::StoreError;
+use serde::Serialize;
+
+use crate::request_id;
+
+/// An error on its way to becoming an HTTP response.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not valid JSON of the right overall shape.
+    #[error("{0}")]
+    MalformedJson(String),
+    /// 422: one field is invalid. `code` defaults to `invalid_field`.
+    #[error("{field}: {message}")]
+    Invalid {
+        code: &'static str,
+        field: String,
+        message: String,
+    },
+    /// 401: missing, unknown or revoked key.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 403: authenticated, but this key may not do this.
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+    /// 404: no such resource (or another tenant's).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// 405: the path exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409: the request conflicts with current state.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// 413: the body is larger than accepted.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// 503: a dependency (the database) does not answer.
+    #[error("{0}")]
+    Unavailable(&'static str),
+    /// 500: logged with its cause, returned opaque.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::Forbidden {
+            code: "forbidden",
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            code: "invalid_field",
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            ApiError::Invalid { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        Self::invalid(e.field, e.reason)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { entity, field } => ApiError::Conflict {
+                code: "conflict",
+                message: format!("a {entity} with this {field} already exists"),
+            },
+            StoreError::MissingReference { field } => {
+                ApiError::invalid(field, "does not name an existing resource")
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<miosa_core::CoreError> for ApiError {
+    fn from(e: miosa_core::CoreError) -> Self {
+        match e {
+            miosa_core::CoreError::Invalid(f) => f.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for people and programs.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, snake_case, safe to branch on: `invalid_field`, `not_found`, ...
+    pub code: String,
+    /// A human sentence; may change between versions.
+    pub message: String,
+    /// The `x-request-id` of this request, for support.
+    pub request_id: String,
+    /// The offending field or parameter, for `invalid_field`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                "an internal error occurred; quote the request id to support".to_owned()
+            }
+            ApiError::Invalid { field, message, .. } => format!("{field}: {message}"),
+            other => other.to_string(),
+        };
+        let field = match &self {
+            ApiError::Invalid { field, .. } => Some(field.clone()),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message,
+                request_id: request_id::current().unwrap_or_default(),
+                field,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

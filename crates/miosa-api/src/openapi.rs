@@ -1,0 +1,89 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+//! `docs/openapi.json` is a checked-in copy; a test fails when they differ.
+
+use axum::Json;
+use utoipa::{
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    Modify, OpenApi,
+};
+
+use crate::routes::{api_keys, health, me, tenants, workspaces};
+
+/// `?limit=` and `?cursor=` on every list.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Page size, 1–500 (default 50).
+    #[allow(dead_code)]
+    limit: Option<u32>,
+    /// `next_cursor` from the previous page.
+    #[allow(dead_code)]
+    cursor: Option<String>,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "`msk_root_…` (operator), `msk_live_…` (tenant admin) or `msk_w_…` (workspace)",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Miosa API",
+        description = "Self-hostable, white-label sandbox platform. Errors are `{\"error\":{\"code\",\"message\",\"request_id\"}}`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        health::healthz,
+        health::readyz,
+        tenants::create,
+        tenants::list,
+        me::me,
+        workspaces::create,
+        workspaces::list,
+        workspaces::get,
+        api_keys::create,
+        api_keys::list,
+        api_keys::revoke,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "health", description = "Liveness and readiness"),
+        (name = "admin", description = "Operator endpoints (root key)"),
+        (name = "workspaces", description = "Workspaces inside a tenant"),
+        (name = "keys", description = "API keys and identity"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as pretty JSON with a trailing newline (the checked-in form).
+pub fn document_json() -> String {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let mut s = doc
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    s.push('\n');
+    s
+}
+
+/// `GET /openapi.json`.
+pub async fn serve() -> Json<serde_json::Value> {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    Json(serde_json::to_value(doc).unwrap_or_default())
+}

@@ -1,0 +1,63 @@
+//! Route table and the response shapes shared by every list.
+
+pub mod api_keys;
+pub mod health;
+pub mod me;
+pub mod tenants;
+pub mod workspaces;
+
+use axum::{
+    middleware,
+    routing::{delete, get, post},
+    Json, Router,
+};
+use serde::Serialize;
+
+use crate::{error::ApiError, request_id, AppState};
+
+/// A page of results, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ListResponse<T> {
+    pub data: Vec<T>,
+    /// Pass as `?cursor=` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> ListResponse<T> {
+    pub fn from_page<U>(page: miosa_core::Page<U>, f: impl FnMut(U) -> T) -> Json<Self> {
+        Json(Self {
+            data: page.items.into_iter().map(f).collect(),
+            next_cursor: page.next_cursor,
+        })
+    }
+}
+
+/// Builds the whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(crate::openapi::serve))
+        .route(
+            "/v1/admin/tenants",
+            post(tenants::create).get(tenants::list),
+        )
+        .route("/v1/me", get(me::me))
+        .route(
+            "/v1/workspaces",
+            post(workspaces::create).get(workspaces::list),
+        )
+        .route("/v1/workspaces/{id}", get(workspaces::get))
+        .route("/v1/api-keys", post(api_keys::create).get(api_keys::list))
+        .route("/v1/api-keys/{id}", delete(api_keys::revoke))
+        .fallback(|| async { ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
+        .layer(middleware::from_fn(request_id::layer))
+        .with_state(state)
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ApiError::Internal("handler panicked".into()).into_response()
+}

@@ -1,0 +1,259 @@
+//! A typed client for the Miosa HTTP API, used by the `miosa` CLI and the
+//! integration tests. It speaks only the public wire format.
+#![forbid(unsafe_code)]
+
+mod types;
+
+use reqwest::{Method, StatusCode};
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
+
+pub use types::*;
+
+/// Errors from the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The API answered with the error contract.
+    #[error("{status} {code}: {message} (request {request_id})")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        request_id: String,
+        field: Option<String>,
+    },
+    /// The request did not complete or the answer was not what we expect.
+    #[error("transport: {0}")]
+    Transport(#[from] reqwest::Error),
+    #[error("unexpected response {status}: {body}")]
+    Unexpected { status: u16, body: String },
+}
+
+impl ClientError {
+    /// The HTTP status, for API errors.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } | ClientError::Unexpected { status, .. } => {
+                Some(*status)
+            }
+            ClientError::Transport(e) => e.status().map(|s| s.as_u16()),
+        }
+    }
+
+    /// The error `code`, for API errors.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The offending field, for `invalid_field` errors.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { field, .. } => field.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// A raw response, for callers that want status and headers.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl RawResponse {
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// A client bound to one base URL and one key.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// `base` like `http://127.0.0.1:8080`; `key` is sent as a bearer token.
+    pub fn new(base: impl Into<String>, key: Option<String>) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.into().trim_end_matches('/').to_owned(),
+            key,
+        }
+    }
+
+    /// The same server with another key.
+    pub fn with_key(&self, key: impl Into<String>) -> Self {
+        Self {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            key: Some(key.into()),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends any request; `body` is sent as-is when it is a string, as JSON otherwise.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<RawBody>,
+    ) -> Result<RawResponse> {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(key) = &self.key {
+            req = req.bearer_auth(key);
+        }
+        req = match body {
+            Some(RawBody::Json(v)) => req.json(&v),
+            Some(RawBody::Text(t)) => req.body(t),
+            None => req,
+        };
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.text().await?;
+        Ok(RawResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T> {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(key) = &self.key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if status.is_success() {
+            let text = if status == StatusCode::NO_CONTENT {
+                "null"
+            } else {
+                &text
+            };
+            return serde_json::from_str(text).map_err(|_| ClientError::Unexpected {
+                status: status.as_u16(),
+                body: text.to_owned(),
+            });
+        }
+        Err(api_error(status.as_u16(), &text))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    // --- endpoints --------------------------------------------------------
+
+    pub async fn health(&self) -> Result<Value> {
+        self.get("/healthz").await
+    }
+
+    pub async fn ready(&self) -> Result<Value> {
+        self.get("/readyz").await
+    }
+
+    pub async fn me(&self) -> Result<Me> {
+        self.get("/v1/me").await
+    }
+
+    pub async fn create_tenant(&self, name: &str) -> Result<CreatedTenant> {
+        self.call(
+            Method::POST,
+            "/v1/admin/tenants",
+            Some(&serde_json::json!({ "name": name })),
+        )
+        .await
+    }
+
+    pub async fn list_tenants(&self, page: &PageParams) -> Result<List<Tenant>> {
+        self.get(&format!("/v1/admin/tenants{}", page.query()))
+            .await
+    }
+
+    pub async fn create_workspace(&self, name: &str) -> Result<Workspace> {
+        self.call(
+            Method::POST,
+            "/v1/workspaces",
+            Some(&serde_json::json!({ "name": name })),
+        )
+        .await
+    }
+
+    pub async fn list_workspaces(&self, page: &PageParams) -> Result<List<Workspace>> {
+        self.get(&format!("/v1/workspaces{}", page.query())).await
+    }
+
+    pub async fn get_workspace(&self, id: &str) -> Result<Workspace> {
+        self.get(&format!("/v1/workspaces/{id}")).await
+    }
+
+    pub async fn create_api_key(&self, input: &CreateApiKey) -> Result<CreatedApiKey> {
+        self.call(Method::POST, "/v1/api-keys", Some(input)).await
+    }
+
+    pub async fn list_api_keys(&self, page: &PageParams) -> Result<List<ApiKey>> {
+        self.get(&format!("/v1/api-keys{}", page.query())).await
+    }
+
+    pub async fn revoke_api_key(&self, id: &str) -> Result<()> {
+        self.call::<Option<Value>>(Method::DELETE, &format!("/v1/api-keys/{id}"), None::<&()>)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// A body for `Client::raw`.
+pub enum RawBody {
+    Json(Value),
+    Text(String),
+}
+
+fn api_error(status: u16, text: &str) -> ClientError {
+    let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let e = &v["error"];
+    match e["code"].as_str() {
+        Some(code) => ClientError::Api {
+            status,
+            code: code.to_owned(),
+            message: e["message"].as_str().unwrap_or_default().to_owned(),
+            request_id: e["request_id"].as_str().unwrap_or_default().to_owned(),
+            field: e["field"].as_str().map(str::to_owned),
+        },
+        None => ClientError::Unexpected {
+            status,
+            body: text.to_owned(),
+        },
+    }
+}

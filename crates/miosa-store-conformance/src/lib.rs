@@ -1,0 +1,68 @@
+//! The story every [`Store`] backend must pass, and throwaway PostgreSQL
+//! databases to run it on.
+//!
+//! Each area is a `pub async fn(&dyn Store)` that panics on the first
+//! behaviour that differs from the `Store` contract; [`store_tests!`] turns
+//! them into one `#[tokio::test]` each, so both backends run the same list.
+//! Areas create their own uniquely named tenants and can share a store, except
+//! [`system`], which needs an empty one. This is test support: panicking
+//! (`expect`, `assert!`) is how it reports.
+#![forbid(unsafe_code)]
+
+mod api_keys;
+pub mod fixtures;
+mod isolation;
+mod pg;
+mod system;
+mod tenants;
+mod timestamps;
+mod workspaces;
+
+use miosa_store::Store;
+
+pub use api_keys::{api_keys, concurrent_revoke};
+pub use isolation::tenant_isolation;
+pub use pg::PgTestDb;
+pub use system::system;
+pub use tenants::tenants;
+pub use timestamps::timestamps;
+pub use workspaces::workspaces;
+
+/// The whole story on one store, which must be empty (never bootstrapped).
+pub async fn run_all(store: &dyn Store) {
+    system(store).await;
+    tenants(store).await;
+    workspaces(store).await;
+    api_keys(store).await;
+    concurrent_revoke(store).await;
+    tenant_isolation(store).await;
+    timestamps(store).await;
+}
+
+/// Generates one `#[tokio::test]` per area of the story.
+///
+/// `$with_store` names an `async fn(impl AsyncFnOnce(&dyn Store))` that
+/// makes a fresh, empty store, runs the area on it and tears it down:
+///
+/// ```ignore
+/// async fn with_store(area: impl AsyncFnOnce(&dyn Store)) {
+///     let store = MyStore::connect(&fresh_url()).await.unwrap();
+///     area(&store).await;
+/// }
+/// miosa_store_conformance::store_tests!(with_store);
+/// ```
+#[macro_export]
+macro_rules! store_tests {
+    ($with_store:path) => {
+        $crate::store_tests!(@areas $with_store;
+            system, tenants, workspaces, api_keys, concurrent_revoke, tenant_isolation, timestamps);
+    };
+    (@areas $with_store:path; $($area:ident),+) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $area() {
+                $with_store(async |store| $crate::$area(store).await).await;
+            }
+        )+
+    };
+}

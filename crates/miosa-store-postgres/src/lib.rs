@@ -1,0 +1,155 @@
+//! The PostgreSQL backend of [`miosa_store::Store`], for several API replicas
+//! sharing one database. Schema in `migrations/`, applied at
+//! [`PostgresStore::connect`] under sqlx's advisory lock, so replicas that
+//! start together migrate once.
+//!
+//! Read-then-write sequences lock a row first (the tenant's, when revoking a
+//! key) or claim a unique key (bootstrap), so they are safe under concurrent
+//! callers at the default READ COMMITTED isolation.
+#![forbid(unsafe_code)]
+
+mod api_keys;
+mod error;
+mod rows;
+mod system;
+mod tenants;
+mod workspaces;
+
+use async_trait::async_trait;
+use miosa_core::{
+    ApiKey, ApiKeyId, KeyHash, NewApiKey, Page, PageRequest, Tenant, TenantId, Workspace,
+    WorkspaceId,
+};
+use miosa_store::{
+    Bootstrap, RevokeOutcome, Store, StoreError, StoreResult, SystemInfo, WorkspaceFilter,
+};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+use crate::error::db;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// Pool size of [`PostgresStore::connect`]: modest, since every replica has
+/// its own pool and the server's `max_connections` is shared.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+/// A [`Store`] on a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/db`) with
+    /// [`DEFAULT_MAX_CONNECTIONS`] and applies pending migrations.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::connect_with(url, DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    /// Like [`PostgresStore::connect`] with a pool of at most
+    /// `max_connections`.
+    pub async fn connect_with(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .connect(url)
+            .await
+            .map_err(db)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    /// Closes every connection; waits for ones in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn system_info(&self) -> StoreResult<SystemInfo> {
+        system::info(&self.pool).await
+    }
+
+    async fn bootstrap(&self, b: &Bootstrap) -> StoreResult<bool> {
+        system::bootstrap(&self.pool, b).await
+    }
+
+    async fn create_tenant(&self, tenant: &Tenant, first_key: &NewApiKey) -> StoreResult<()> {
+        tenants::create(&self.pool, tenant, first_key).await
+    }
+
+    async fn get_tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>> {
+        tenants::get(&self.pool, id).await
+    }
+
+    async fn list_tenants(&self, page: &PageRequest) -> StoreResult<Page<Tenant>> {
+        tenants::list(&self.pool, page).await
+    }
+
+    async fn create_workspace(&self, ws: &Workspace) -> StoreResult<()> {
+        workspaces::create(&self.pool, ws).await
+    }
+
+    async fn get_workspace(
+        &self,
+        tenant: &TenantId,
+        id: &WorkspaceId,
+    ) -> StoreResult<Option<Workspace>> {
+        workspaces::get(&self.pool, tenant, id).await
+    }
+
+    async fn list_workspaces(
+        &self,
+        tenant: &TenantId,
+        filter: &WorkspaceFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Workspace>> {
+        workspaces::list(&self.pool, tenant, filter, page).await
+    }
+
+    async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<()> {
+        api_keys::create(&self.pool, key).await
+    }
+
+    async fn get_api_key(&self, tenant: &TenantId, id: &ApiKeyId) -> StoreResult<Option<ApiKey>> {
+        api_keys::get(&self.pool, tenant, id).await
+    }
+
+    async fn list_api_keys(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<ApiKey>> {
+        api_keys::list(&self.pool, tenant, page).await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        tenant: &TenantId,
+        id: &ApiKeyId,
+        at: OffsetDateTime,
+    ) -> StoreResult<RevokeOutcome> {
+        api_keys::revoke(&self.pool, tenant, id, at).await
+    }
+
+    async fn find_active_api_key(&self, hash: &KeyHash) -> StoreResult<Option<ApiKey>> {
+        api_keys::find_active(&self.pool, hash).await
+    }
+}

@@ -1,0 +1,187 @@
+//! The `api_keys` table.
+
+use miosa_core::{ApiKey, ApiKeyId, KeyHash, KeyScope, NewApiKey, Page, PageRequest, TenantId};
+use miosa_store::{RevokeOutcome, StoreResult};
+use sqlx::{QueryBuilder, SqliteConnection, SqlitePool};
+use time::OffsetDateTime;
+
+use crate::error::{corrupt, db, db_ref};
+use crate::rows::{from_micros, id, micros, opt_from_micros, page_of, push_page};
+
+const TABLE: &str = "api_keys";
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    id: String,
+    tenant_id: String,
+    name: String,
+    scope: String,
+    workspace_id: Option<String>,
+    hint: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl KeyRow {
+    fn into_key(self) -> StoreResult<ApiKey> {
+        let scope = match (self.scope.as_str(), self.workspace_id) {
+            ("admin", None) => KeyScope::Admin,
+            ("workspace", Some(ws)) => KeyScope::Workspace(id(TABLE, &ws)?),
+            (scope, ws) => {
+                return Err(corrupt(
+                    TABLE,
+                    format!("scope {scope:?} with workspace {ws:?}"),
+                ))
+            }
+        };
+        Ok(ApiKey {
+            id: id(TABLE, &self.id)?,
+            tenant_id: id(TABLE, &self.tenant_id)?,
+            name: self.name,
+            scope,
+            hint: self.hint,
+            created_at: from_micros(TABLE, self.created_at)?,
+            revoked_at: opt_from_micros(TABLE, self.revoked_at)?,
+        })
+    }
+}
+
+const COLUMNS: &str =
+    "SELECT id, tenant_id, name, scope, workspace_id, hint, created_at, revoked_at FROM api_keys";
+
+pub(crate) async fn insert(conn: &mut SqliteConnection, new: &NewApiKey) -> StoreResult<()> {
+    let k = &new.key;
+    sqlx::query(
+        "INSERT INTO api_keys \
+         (id, tenant_id, name, scope, workspace_id, key_hash, hint, created_at, revoked_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(k.id.as_str())
+    .bind(k.tenant_id.as_str())
+    .bind(&k.name)
+    .bind(k.scope.name())
+    .bind(k.scope.workspace_id().map(|w| w.as_str()))
+    .bind(new.hash.to_hex())
+    .bind(&k.hint)
+    .bind(micros(k.created_at)?)
+    .bind(k.revoked_at.map(micros).transpose()?)
+    .execute(conn)
+    .await
+    .map_err(|e| {
+        // A workspace key's composite reference fails whenever its tenant or
+        // workspace is wrong; an admin key can only miss its tenant.
+        let field = match k.scope {
+            KeyScope::Admin => "tenant_id",
+            KeyScope::Workspace(_) => "workspace_id",
+        };
+        db_ref(e, field)
+    })?;
+    Ok(())
+}
+
+#[tracing::instrument(skip_all, fields(tenant = %key.key.tenant_id, key = %key.key.id))]
+pub(crate) async fn create(pool: &SqlitePool, key: &NewApiKey) -> StoreResult<()> {
+    let mut conn = pool.acquire().await.map_err(db)?;
+    insert(&mut conn, key).await
+}
+
+#[tracing::instrument(skip_all, fields(tenant = %tenant, key = %id))]
+pub(crate) async fn get(
+    pool: &SqlitePool,
+    tenant: &TenantId,
+    id: &ApiKeyId,
+) -> StoreResult<Option<ApiKey>> {
+    let mut q = QueryBuilder::new(COLUMNS);
+    q.push(" WHERE tenant_id = ").push_bind(tenant.as_str());
+    q.push(" AND id = ").push_bind(id.as_str());
+    q.build_query_as::<KeyRow>()
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?
+        .map(KeyRow::into_key)
+        .transpose()
+}
+
+#[tracing::instrument(skip_all, fields(tenant = %tenant))]
+pub(crate) async fn list(
+    pool: &SqlitePool,
+    tenant: &TenantId,
+    page: &PageRequest,
+) -> StoreResult<Page<ApiKey>> {
+    let mut q = QueryBuilder::new(COLUMNS);
+    q.push(" WHERE tenant_id = ").push_bind(tenant.as_str());
+    push_page(&mut q, page);
+    let rows = q
+        .build_query_as::<KeyRow>()
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    page_of(rows, page, KeyRow::into_key, |k| k.id.to_string())
+}
+
+#[tracing::instrument(skip_all)]
+pub(crate) async fn find_active(pool: &SqlitePool, hash: &KeyHash) -> StoreResult<Option<ApiKey>> {
+    let mut q = QueryBuilder::new(COLUMNS);
+    q.push(" WHERE key_hash = ").push_bind(hash.to_hex());
+    q.push(" AND revoked_at IS NULL");
+    q.build_query_as::<KeyRow>()
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?
+        .map(KeyRow::into_key)
+        .transpose()
+}
+
+/// Check and update run in one `BEGIN IMMEDIATE` transaction, so two
+/// concurrent revocations of a tenant's last two admin keys cannot both pass
+/// the last-admin check.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, key = %id))]
+pub(crate) async fn revoke(
+    pool: &SqlitePool,
+    tenant: &TenantId,
+    id: &ApiKeyId,
+    at: OffsetDateTime,
+) -> StoreResult<RevokeOutcome> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    let row: Option<(String, Option<i64>)> =
+        sqlx::query_as("SELECT scope, revoked_at FROM api_keys WHERE tenant_id = ? AND id = ?")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+    let outcome = match row {
+        None => RevokeOutcome::NotFound,
+        Some((_, Some(_))) => RevokeOutcome::AlreadyRevoked,
+        Some((scope, None)) if scope == "admin" => {
+            let other_admins: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM api_keys \
+                 WHERE tenant_id = ? AND scope = 'admin' AND revoked_at IS NULL AND id <> ?",
+            )
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+            if other_admins == 0 {
+                RevokeOutcome::LastAdminKey
+            } else {
+                RevokeOutcome::Revoked
+            }
+        }
+        Some(_) => RevokeOutcome::Revoked,
+    };
+    if outcome != RevokeOutcome::Revoked {
+        tx.rollback().await.map_err(db)?;
+        return Ok(outcome);
+    }
+    sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE tenant_id = ? AND id = ?")
+        .bind(micros(at)?)
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(outcome)
+}

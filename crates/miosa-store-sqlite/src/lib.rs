@@ -1,0 +1,186 @@
+//! The SQLite backend of [`miosa_store::Store`]: the embedded default for a
+//! single host. One database file in WAL mode; schema in `migrations/`,
+//! applied at [`SqliteStore::connect`].
+//!
+//! Write transactions start with `BEGIN IMMEDIATE`, which takes SQLite's one
+//! write lock up front: read-then-write sequences (revoking a key, bootstrap)
+//! are serialised, and a writer waits out `busy_timeout` instead of failing
+//! on a lock upgrade.
+#![forbid(unsafe_code)]
+
+mod api_keys;
+mod error;
+mod rows;
+mod system;
+mod tenants;
+mod workspaces;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use miosa_core::{
+    ApiKey, ApiKeyId, KeyHash, NewApiKey, Page, PageRequest, Tenant, TenantId, Workspace,
+    WorkspaceId,
+};
+use miosa_store::{
+    Bootstrap, RevokeOutcome, Store, StoreError, StoreResult, SystemInfo, WorkspaceFilter,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+use time::OffsetDateTime;
+
+use crate::error::db;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// Connections in the pool: SQLite has one writer at a time, WAL lets the
+/// others read meanwhile.
+const MAX_CONNECTIONS: u32 = 4;
+/// How long a statement waits for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A [`Store`] on one SQLite database file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url`, such as
+    /// `sqlite:///var/lib/miosa/miosa.db` or `sqlite://relative.db`, and
+    /// applies pending migrations.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options(url)?)
+            .await
+            .map_err(db)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    /// Closes every connection; waits for ones in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn options(url: &str) -> StoreResult<SqliteConnectOptions> {
+    Ok(SqliteConnectOptions::from_str(url)
+        .map_err(db)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn system_info(&self) -> StoreResult<SystemInfo> {
+        system::info(&self.pool).await
+    }
+
+    async fn bootstrap(&self, b: &Bootstrap) -> StoreResult<bool> {
+        system::bootstrap(&self.pool, b).await
+    }
+
+    async fn create_tenant(&self, tenant: &Tenant, first_key: &NewApiKey) -> StoreResult<()> {
+        tenants::create(&self.pool, tenant, first_key).await
+    }
+
+    async fn get_tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>> {
+        tenants::get(&self.pool, id).await
+    }
+
+    async fn list_tenants(&self, page: &PageRequest) -> StoreResult<Page<Tenant>> {
+        tenants::list(&self.pool, page).await
+    }
+
+    async fn create_workspace(&self, ws: &Workspace) -> StoreResult<()> {
+        workspaces::create(&self.pool, ws).await
+    }
+
+    async fn get_workspace(
+        &self,
+        tenant: &TenantId,
+        id: &WorkspaceId,
+    ) -> StoreResult<Option<Workspace>> {
+        workspaces::get(&self.pool, tenant, id).await
+    }
+
+    async fn list_workspaces(
+        &self,
+        tenant: &TenantId,
+        filter: &WorkspaceFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Workspace>> {
+        workspaces::list(&self.pool, tenant, filter, page).await
+    }
+
+    async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<()> {
+        api_keys::create(&self.pool, key).await
+    }
+
+    async fn get_api_key(&self, tenant: &TenantId, id: &ApiKeyId) -> StoreResult<Option<ApiKey>> {
+        api_keys::get(&self.pool, tenant, id).await
+    }
+
+    async fn list_api_keys(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<ApiKey>> {
+        api_keys::list(&self.pool, tenant, page).await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        tenant: &TenantId,
+        id: &ApiKeyId,
+        at: OffsetDateTime,
+    ) -> StoreResult<RevokeOutcome> {
+        api_keys::revoke(&self.pool, tenant, id, at).await
+    }
+
+    async fn find_active_api_key(&self, hash: &KeyHash) -> StoreResult<Option<ApiKey>> {
+        api_keys::find_active(&self.pool, hash).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn urls_name_absolute_and_relative_files() {
+        for (url, file) in [
+            (
+                "sqlite:///var/lib/miosa/miosa.db",
+                "/var/lib/miosa/miosa.db",
+            ),
+            ("sqlite://miosa.db", "miosa.db"),
+        ] {
+            let opts = options(url).unwrap();
+            assert_eq!(opts.get_filename(), Path::new(file), "{url}");
+        }
+    }
+}

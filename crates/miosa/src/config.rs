@@ -1,0 +1,352 @@
+//! Layered configuration: built-in defaults, then `miosa.toml` (from
+//! `--config` / `MIOSA_CONFIG`), then `MIOSA_*` environment variables.
+//! Every error names the key and where its value came from.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use miosa_core::{keys::check_root_key, Redacted};
+use serde::Deserialize;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// The validated configuration of a Miosa process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// May hold a password, hence redacted.
+    pub database_url: Redacted<String>,
+    pub root_key: Option<Redacted<String>>,
+    pub api_key_pepper: Option<Redacted<String>>,
+    pub log: String,
+    pub log_format: LogFormat,
+}
+
+/// What `miosa.toml` may contain. Unknown keys are errors (typos).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<String>,
+    database_url: Option<String>,
+    root_key: Option<String>,
+    api_key_pepper: Option<String>,
+    log: Option<String>,
+    log_format: Option<String>,
+}
+
+/// A configuration problem, phrased for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key} (from {origin}): {reason}")]
+    Invalid {
+        key: &'static str,
+        origin: String,
+        reason: String,
+    },
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./miosa-data";
+
+/// One setting: its file key and environment variable.
+struct Key {
+    file: &'static str,
+    env: &'static str,
+}
+
+const LISTEN: Key = Key {
+    file: "listen",
+    env: "MIOSA_LISTEN",
+};
+const DATA_DIR: Key = Key {
+    file: "data_dir",
+    env: "MIOSA_DATA_DIR",
+};
+const DATABASE_URL: Key = Key {
+    file: "database_url",
+    env: "MIOSA_DATABASE_URL",
+};
+const ROOT_KEY: Key = Key {
+    file: "root_key",
+    env: "MIOSA_ROOT_KEY",
+};
+const PEPPER: Key = Key {
+    file: "api_key_pepper",
+    env: "MIOSA_API_KEY_PEPPER",
+};
+const LOG: Key = Key {
+    file: "log",
+    env: "MIOSA_LOG",
+};
+const LOG_FORMAT: Key = Key {
+    file: "log_format",
+    env: "MIOSA_LOG_FORMAT",
+};
+
+impl Config {
+    /// Loads from the real environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(path, |k| std::env::var(k).ok())
+    }
+
+    /// Loads with an injectable environment (for tests).
+    pub fn load_with(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+                    path: p.to_owned(),
+                    message: e.message().to_owned(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let file_origin = path.map(|p| p.display().to_string());
+        // The effective value of a key and a description of where it came from.
+        let pick = |key: &Key, from_file: Option<String>| -> Option<(String, String)> {
+            match env(key.env).filter(|v| !v.is_empty()) {
+                Some(v) => Some((v, format!("environment variable {}", key.env))),
+                None => from_file.map(|v| {
+                    let origin = file_origin.clone().unwrap_or_default();
+                    (v, format!("`{}` in {origin}", key.file))
+                }),
+            }
+        };
+        let invalid = |key: &Key, origin: String, reason: String| ConfigError::Invalid {
+            key: key.file,
+            origin,
+            reason,
+        };
+
+        let listen = match pick(&LISTEN, file.listen) {
+            Some((v, origin)) => v.parse().map_err(|_| {
+                invalid(
+                    &LISTEN,
+                    origin,
+                    format!("`{v}` is not an address like 127.0.0.1:8080"),
+                )
+            })?,
+            None => DEFAULT_LISTEN
+                .parse()
+                .map_err(|_| invalid(&LISTEN, "default".into(), "bad built-in default".into()))?,
+        };
+
+        let data_dir = match pick(&DATA_DIR, file.data_dir) {
+            Some((v, origin)) if v.trim().is_empty() => {
+                return Err(invalid(&DATA_DIR, origin, "must not be empty".into()))
+            }
+            Some((v, _)) => PathBuf::from(v),
+            None => PathBuf::from(DEFAULT_DATA_DIR),
+        };
+        let data_dir = absolute(&data_dir);
+
+        let database_url = match pick(&DATABASE_URL, file.database_url) {
+            Some((v, origin)) => {
+                if !(v.starts_with("sqlite:")
+                    || v.starts_with("postgres://")
+                    || v.starts_with("postgresql://"))
+                {
+                    return Err(invalid(
+                        &DATABASE_URL,
+                        origin,
+                        "must start with `sqlite:`, `postgres://` or `postgresql://`".into(),
+                    ));
+                }
+                v
+            }
+            None => format!("sqlite://{}", data_dir.join("miosa.db").display()),
+        };
+
+        let root_key = match pick(&ROOT_KEY, file.root_key) {
+            Some((v, origin)) => {
+                check_root_key(&v).map_err(|reason| invalid(&ROOT_KEY, origin, reason))?;
+                Some(Redacted::new(v))
+            }
+            None => None,
+        };
+
+        let api_key_pepper = match pick(&PEPPER, file.api_key_pepper) {
+            Some((v, origin)) => {
+                miosa_core::Pepper::from_hex(&v).map_err(|reason| {
+                    invalid(&PEPPER, origin, format!("{reason} (64+ hex characters)"))
+                })?;
+                Some(Redacted::new(v))
+            }
+            None => None,
+        };
+
+        let log = pick(&LOG, file.log)
+            .map(|(v, _)| v)
+            .unwrap_or_else(|| "info".to_owned());
+
+        let log_format = match pick(&LOG_FORMAT, file.log_format) {
+            None => LogFormat::Pretty,
+            Some((v, origin)) => match v.as_str() {
+                "pretty" | "text" => LogFormat::Pretty,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(invalid(
+                        &LOG_FORMAT,
+                        origin,
+                        format!("`{v}` is not one of `pretty`, `json`"),
+                    ))
+                }
+            },
+        };
+
+        Ok(Self {
+            listen,
+            data_dir,
+            database_url: Redacted::new(database_url),
+            root_key,
+            api_key_pepper,
+            log,
+            log_format,
+        })
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        return p.to_owned();
+    }
+    std::env::current_dir()
+        .map(|cwd| cwd.join(p))
+        .unwrap_or_else(|_| p.to_owned())
+}
+
+/// The commented example printed by `miosa config default`.
+pub const DEFAULT_TOML: &str = r#"# miosa.toml — Miosa configuration.
+# Precedence: built-in defaults < this file (--config or MIOSA_CONFIG) < MIOSA_* environment variables.
+
+# Address the HTTP API listens on.                          env: MIOSA_LISTEN
+listen = "127.0.0.1:8080"
+
+# Where Miosa keeps its state: the SQLite database, the API-key pepper file,
+# and (later) sandbox filesystems. Created with mode 0700.    env: MIOSA_DATA_DIR
+data_dir = "./miosa-data"
+
+# Database. Default: SQLite at <data_dir>/miosa.db (WAL mode).
+# Use PostgreSQL to run several `miosa serve` replicas as one service.
+#                                                            env: MIOSA_DATABASE_URL
+# database_url = "sqlite:///var/lib/miosa/miosa.db"
+# database_url = "postgres://miosa:password@127.0.0.1:5432/miosa"
+
+# The operator's root key for /v1/admin/*. Must start with `msk_root_` followed by
+# at least 20 letters, digits, `_` or `-`. If unset, one is generated at first start
+# and printed once.                                          env: MIOSA_ROOT_KEY
+# root_key = "msk_root_..."
+
+# Secret mixed into every API-key hash (64+ hex characters). If unset, one is
+# generated at first start into <data_dir>/api-key-pepper (mode 0600). Replicas
+# sharing a PostgreSQL database must all use the same value.  env: MIOSA_API_KEY_PEPPER
+# api_key_pepper = "..."
+
+# Log filter (tracing EnvFilter syntax) and format (`pretty` or `json`).
+#                                                 env: MIOSA_LOG, MIOSA_LOG_FORMAT
+log = "info"
+log_format = "pretty"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file.map(|text| {
+            let p = dir.path().join("miosa.toml");
+            std::fs::write(&p, text).unwrap();
+            p
+        });
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load_with(path.as_deref(), |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(None, &[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert!(c.data_dir.is_absolute() && c.data_dir.ends_with("miosa-data"));
+        assert!(c.database_url.expose().starts_with("sqlite://"));
+        assert!(c.database_url.expose().ends_with("miosa-data/miosa.db"));
+        assert!(c.root_key.is_none());
+        assert_eq!(c.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn env_overrides_file_overrides_default() {
+        let file = "listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/m\"\n";
+        let c = load(Some(file), &[]).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/m"));
+        let c = load(Some(file), &[("MIOSA_LISTEN", "0.0.0.0:7000")]).unwrap();
+        assert_eq!(c.listen.port(), 7000);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/m"));
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let c = load(Some(DEFAULT_TOML), &[]).unwrap();
+        assert_eq!(c.listen.port(), 8080);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_origin() {
+        let e = load(None, &[("MIOSA_LISTEN", "nope")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen") && e.contains("MIOSA_LISTEN"), "{e}");
+        let e = load(Some("root_key = \"abc\""), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("root_key") && e.contains("msk_root_"), "{e}");
+        let e = load(Some("lisen = 1"), &[]).unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
+        let e = load(None, &[("MIOSA_DATABASE_URL", "mysql://x")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("database_url"), "{e}");
+        let e = load(None, &[("MIOSA_API_KEY_PEPPER", "abcd")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("api_key_pepper"), "{e}");
+        let e = load(None, &[("MIOSA_LOG_FORMAT", "xml")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("log_format"), "{e}");
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let key = "msk_root_abcdefghijklmnopqrstuvwxyz";
+        let c = load(None, &[("MIOSA_ROOT_KEY", key)]).unwrap();
+        assert!(!format!("{c:?}").contains(key));
+    }
+}

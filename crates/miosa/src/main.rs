@@ -1,0 +1,123 @@
+//! `miosa`: the server and its operator commands.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use miosa::{admin, config::Config, logging, server};
+
+/// Miosa: self-hostable, white-label sandboxes.
+#[derive(Parser)]
+#[command(name = "miosa", version, about)]
+struct Cli {
+    /// Path to miosa.toml.
+    #[arg(long, global = true, env = "MIOSA_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API server.
+    Serve,
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Operator commands (talk to the database directly).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a commented example miosa.toml.
+    Default,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print its id and first admin key.
+    Create {
+        /// Unique tenant name.
+        #[arg(long)]
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Default,
+        } => {
+            print!("{}", miosa::config::DEFAULT_TOML);
+            Ok(())
+        }
+        Command::Openapi => {
+            print!("{}", miosa_api::openapi::document_json());
+            Ok(())
+        }
+        Command::Serve => {
+            let config = Config::load(cli.config.as_deref())?;
+            logging::init(&config);
+            let server = server::start(&config).await?;
+            if let Some(report) = &server.bootstrap {
+                print!("{}", report.banner());
+            }
+            server.run_until_signal().await
+        }
+        Command::Admin {
+            command:
+                AdminCommand::Tenant {
+                    command: TenantCommand::Create { name, json },
+                },
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            logging::init(&config);
+            let (tenant, key, report) = admin::create_tenant(&config, &name).await?;
+            if let Some(report) = report {
+                print!("{}", report.banner());
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"id": tenant.id.as_str(), "name": tenant.name, "api_key": key.reveal()})
+                );
+            } else {
+                println!("tenant {} ({})", tenant.name, tenant.id);
+                println!("admin key: {}", key.reveal());
+                println!("Store the key now: it is not shown again.");
+            }
+            Ok(())
+        }
+    }
+}

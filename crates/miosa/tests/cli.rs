@@ -1,0 +1,258 @@
+//! The real `miosa` binary, as an operator runs it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use common::{Backend, TestEnv};
+use miosa_client::{Client, CreateApiKey};
+
+fn miosa(env: &TestEnv) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_miosa"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(&env.vars)
+        .env("MIOSA_LOG_FORMAT", "json")
+        .current_dir(env.dir.path());
+    cmd
+}
+
+/// A `miosa serve` child process and what it prints.
+struct Serve {
+    child: Child,
+    url: String,
+    stdout: std::thread::JoinHandle<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+fn serve(env: &TestEnv) -> Serve {
+    let mut child = miosa(env)
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err_pipe = child.stderr.take().unwrap();
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+            if line.contains("miosa listening") {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                let _ = tx.send(v["addr"].as_str().unwrap().to_owned());
+            }
+            let mut sink = sink.lock().unwrap();
+            sink.push_str(&line);
+            sink.push('\n');
+        }
+    });
+    let mut out = child.stdout.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        s
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("server did not start: {}", stderr.lock().unwrap()));
+    Serve {
+        child,
+        url: format!("http://{addr}"),
+        stdout,
+        stderr,
+    }
+}
+
+impl Serve {
+    /// SIGTERM, wait for the exit, and return its status and stdout.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        (status, self.stdout.join().unwrap())
+    }
+}
+
+/// The first whitespace-separated word starting with `prefix`.
+fn word(text: &str, prefix: &str) -> Option<String> {
+    text.split_whitespace()
+        .find(|w| w.starts_with(prefix))
+        .map(str::to_owned)
+}
+
+#[test]
+fn config_default_prints_a_commented_example() {
+    let out = Command::new(env!("CARGO_BIN_EXE_miosa"))
+        .args(["config", "default"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for key in [
+        "listen",
+        "data_dir",
+        "database_url",
+        "root_key",
+        "MIOSA_LISTEN",
+        "MIOSA_ROOT_KEY",
+    ] {
+        assert!(text.contains(key), "{key}");
+    }
+}
+
+#[test]
+fn bad_config_is_refused_with_the_key_named() {
+    let env = futures_block(TestEnv::new(Backend::Sqlite));
+    let out = miosa(&env)
+        .env("MIOSA_ROOT_KEY", "letmein")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("root_key") && err.contains("MIOSA_ROOT_KEY"),
+        "{err}"
+    );
+    assert!(!err.contains("letmein"), "the bad value is not echoed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_prints_keys_once_and_shuts_down_on_sigterm() {
+    let env = TestEnv::new(Backend::Sqlite).await;
+    let s = serve(&env);
+    let url = s.url.clone();
+    let stderr = s.stderr.clone();
+    let client = Client::new(&url, None);
+    assert_eq!(client.health().await.unwrap()["status"], "ok");
+    let (status, stdout) = s.stop();
+    assert!(status.success(), "graceful exit on SIGTERM: {status:?}");
+    let root = word(&stdout, "msk_root_").expect("root key printed");
+    let admin = word(&stdout, "msk_live_").expect("admin key printed");
+    let logs = stderr.lock().unwrap().clone();
+    assert!(logs.contains("request finished"), "structured request logs");
+    assert!(
+        !logs.contains(&root) && !logs.contains(&admin),
+        "keys never in logs"
+    );
+
+    // Second start: no banner, the printed keys work.
+    let s = serve(&env);
+    let c = Client::new(&s.url, Some(admin.clone()));
+    assert_eq!(c.me().await.unwrap().scope, "admin");
+    let c = Client::new(&s.url, Some(root));
+    assert_eq!(c.me().await.unwrap().scope, "root");
+    let (status, stdout) = s.stop();
+    assert!(status.success());
+    assert!(!stdout.contains("msk_"), "printed only once: {stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_tenant_create_talks_to_the_database() {
+    let env = TestEnv::new(Backend::Sqlite).await;
+    let out = miosa(&env)
+        .args(["admin", "tenant", "create", "--name", "clinic-iq", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let json_line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap();
+    let v: serde_json::Value = serde_json::from_str(json_line).unwrap();
+    assert!(v["id"].as_str().unwrap().starts_with("ten_"));
+    let key = v["api_key"].as_str().unwrap().to_owned();
+
+    let out = miosa(&env)
+        .args(["admin", "tenant", "create", "--name", "clinic-iq"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+
+    let s = serve(&env);
+    let c = Client::new(&s.url, Some(key));
+    let me = c.me().await.unwrap();
+    assert_eq!(me.tenant_id.as_deref(), v["id"].as_str());
+    s.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_on_postgres_share_keys() {
+    let mut env_a = TestEnv::new(Backend::Postgres).await;
+    let pepper = "ef".repeat(32);
+    env_a
+        .vars
+        .insert("MIOSA_API_KEY_PEPPER".into(), pepper.clone());
+    let a = serve(&env_a);
+    let mut env_b = TestEnv::new(Backend::Sqlite).await;
+    env_b.vars.insert(
+        "MIOSA_DATABASE_URL".into(),
+        env_a.pg.as_ref().unwrap().url.clone(),
+    );
+    env_b.vars.insert("MIOSA_API_KEY_PEPPER".into(), pepper);
+    let b = serve(&env_b);
+
+    // Find the admin key from A's banner only after stopping it, so create a
+    // tenant via the CLI instead: it talks to the same database.
+    let out = miosa(&env_a)
+        .args(["admin", "tenant", "create", "--name", "shared", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.lines().rev().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let admin = v["api_key"].as_str().unwrap();
+
+    let on_a = Client::new(&a.url, Some(admin.to_owned()));
+    let k = on_a
+        .create_api_key(&CreateApiKey {
+            name: "made on a".into(),
+            scope: "admin".into(),
+            workspace_id: None,
+        })
+        .await
+        .unwrap();
+    let on_b = Client::new(&b.url, Some(k.key.clone()));
+    assert_eq!(
+        on_b.me().await.unwrap().key_id.as_deref(),
+        Some(k.record.id.as_str())
+    );
+    Client::new(&b.url, Some(admin.to_owned()))
+        .revoke_api_key(&k.record.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        Client::new(&a.url, Some(k.key))
+            .me()
+            .await
+            .unwrap_err()
+            .status(),
+        Some(401)
+    );
+    assert!(a.stop().0.success());
+    assert!(b.stop().0.success());
+}
+
+fn futures_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}

@@ -1,0 +1,163 @@
+//! Test support: the real server started in-process on 127.0.0.1:0 with a
+//! fresh data dir, on SQLite or on a throwaway PostgreSQL database, and
+//! typed clients holding its root and default-tenant admin keys.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+
+use miosa::{config::Config, server::Server};
+use miosa_client::{Client, CreateApiKey};
+use miosa_store_conformance::PgTestDb;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates `sqlite` and `postgres` variants of an async test function
+/// taking a `Backend`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::common::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+/// Where a test server keeps its state.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub pg: Option<PgTestDb>,
+    pub vars: HashMap<String, String>,
+}
+
+impl TestEnv {
+    pub async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut vars = HashMap::new();
+        vars.insert("MIOSA_LISTEN".into(), "127.0.0.1:0".into());
+        vars.insert(
+            "MIOSA_DATA_DIR".into(),
+            dir.path().join("data").display().to_string(),
+        );
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let db = PgTestDb::create().await;
+                vars.insert("MIOSA_DATABASE_URL".into(), db.url.clone());
+                Some(db)
+            }
+        };
+        Self { dir, pg, vars }
+    }
+
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load_with(None, |k| self.vars.get(k).cloned()).unwrap()
+    }
+}
+
+/// A running server and clients for it.
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub env: TestEnv,
+    pub url: String,
+    /// The operator (root key).
+    pub root: Client,
+    /// The `default` tenant's first admin key.
+    pub admin: Client,
+    /// No key at all.
+    pub anon: Client,
+    pub root_key: String,
+    pub admin_key: String,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_in(TestEnv::new(backend).await).await
+    }
+
+    pub async fn start_in(env: TestEnv) -> Self {
+        let server = miosa::server::start(&env.config()).await.unwrap();
+        let report = server
+            .bootstrap
+            .as_ref()
+            .expect("a fresh database bootstraps");
+        let root_key = report.root_key.as_ref().unwrap().reveal().to_owned();
+        let admin_key = report.admin_key.reveal().to_owned();
+        let url = server.url();
+        Self {
+            root: Client::new(&url, Some(root_key.clone())),
+            admin: Client::new(&url, Some(admin_key.clone())),
+            anon: Client::new(&url, None),
+            url,
+            server: Some(server),
+            env,
+            root_key,
+            admin_key,
+        }
+    }
+
+    pub fn client(&self, key: &str) -> Client {
+        Client::new(&self.url, Some(key.to_owned()))
+    }
+
+    /// A new tenant: its admin client and id.
+    pub async fn new_tenant(&self, name: &str) -> (Client, String) {
+        let t = self.root.create_tenant(name).await.unwrap();
+        (self.client(&t.api_key), t.tenant.id)
+    }
+
+    /// A workspace key for `ws` issued by `admin`.
+    pub async fn workspace_key(&self, admin: &Client, ws: &str) -> (Client, String) {
+        let k = admin
+            .create_api_key(&CreateApiKey {
+                name: "ws key".into(),
+                scope: "workspace".into(),
+                workspace_id: Some(ws.into()),
+            })
+            .await
+            .unwrap();
+        (self.client(&k.key), k.record.id)
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.unwrap();
+        }
+    }
+}
+
+/// Every file under `dir`, recursively, with its bytes.
+pub fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out
+}
+
+/// True when `needle` occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
