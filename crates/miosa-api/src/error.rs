@@ -35,6 +35,9 @@ pub enum ApiError {
     /// 404: no such resource (or another tenant's).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// 404 with a specific message (e.g. which path inside a sandbox).
+    #[error("{0}")]
+    NotFoundMessage(String),
     /// 405: the path exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -74,7 +77,9 @@ impl ApiError {
             ApiError::Invalid { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NotFound(_) | ApiError::NotFoundMessage(_) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -99,6 +104,59 @@ impl From<StoreError> for ApiError {
             },
             StoreError::MissingReference { field } => {
                 ApiError::invalid(field, "does not name an existing resource")
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<miosa_sandboxes::SandboxError> for ApiError {
+    fn from(e: miosa_sandboxes::SandboxError) -> Self {
+        use miosa_sandboxes::SandboxError as E;
+        match e {
+            E::Invalid(f) => f.into(),
+            E::NotFound => ApiError::NotFound("sandbox"),
+            E::Paused => ApiError::Conflict {
+                code: "sandbox_paused",
+                message: "the sandbox is paused; resume it first".into(),
+            },
+            E::NotRunning(status) => ApiError::Conflict {
+                code: "sandbox_not_running",
+                message: format!(
+                    "the sandbox is {status}, not running; delete it and create another"
+                ),
+            },
+            E::OtherNode(node) => ApiError::Conflict {
+                code: "sandbox_on_other_node",
+                message: format!("the sandbox runs on node {node}; send this request to that node"),
+            },
+            E::StartFailed(cause) => {
+                tracing::error!(%cause, "sandbox start failed");
+                ApiError::Unavailable("the sandbox could not be started; try again")
+            }
+            E::Store(s) => s.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<miosa_agent::AgentError> for ApiError {
+    fn from(e: miosa_agent::AgentError) -> Self {
+        use miosa_agent::AgentError as E;
+        match e {
+            E::NotFound(m) => ApiError::NotFoundMessage(m),
+            E::Invalid(m) => ApiError::invalid("path", m),
+            E::Forbidden(m) => ApiError::forbidden(m),
+            E::Conflict(m) => ApiError::Conflict {
+                code: "conflict",
+                message: m,
+            },
+            E::Unavailable(m) => {
+                tracing::warn!(cause = %m, "sandbox agent unreachable");
+                ApiError::Conflict {
+                    code: "sandbox_not_running",
+                    message: "the sandbox does not answer; it may have stopped".into(),
+                }
             }
             other => ApiError::Internal(other.to_string()),
         }

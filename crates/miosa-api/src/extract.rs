@@ -124,6 +124,11 @@ impl QueryParams {
             .transpose()
     }
 
+    /// Every `(key, value)` pair, in order.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+
     /// `limit` and `cursor` as a validated page request.
     pub fn page(&self) -> Result<miosa_core::PageRequest, ApiError> {
         Ok(miosa_core::PageRequest::parse(

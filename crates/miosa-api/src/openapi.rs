@@ -7,7 +7,9 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use crate::routes::{api_keys, health, me, tenants, workspaces};
+use crate::routes::{
+    api_keys, health, me, sandbox_exec, sandbox_files, sandboxes, tenants, workspaces,
+};
 
 /// `?limit=` and `?cursor=` on every list.
 #[derive(utoipa::IntoParams)]
@@ -19,6 +21,32 @@ pub struct PageParams {
     /// `next_cursor` from the previous page.
     #[allow(dead_code)]
     cursor: Option<String>,
+}
+
+/// Scopes a sandbox *name* lookup to a workspace (admin keys).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WorkspaceHint {
+    /// Workspace whose sandbox names to search (a workspace key implies its own).
+    #[allow(dead_code)]
+    workspace_id: Option<String>,
+}
+
+/// Filters for `GET /v1/sandboxes`; `metadata[KEY]=VALUE` may repeat.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SandboxListParams {
+    #[allow(dead_code)]
+    workspace_id: Option<String>,
+    #[allow(dead_code)]
+    external_user_id: Option<String>,
+    #[allow(dead_code)]
+    external_workspace_id: Option<String>,
+    #[allow(dead_code)]
+    external_project_id: Option<String>,
+    /// `creating`, `running`, `paused`, `error` or `destroyed` (default: all but destroyed).
+    #[allow(dead_code)]
+    status: Option<String>,
 }
 
 struct BearerAuth;
@@ -59,6 +87,22 @@ impl Modify for BearerAuth {
         api_keys::create,
         api_keys::list,
         api_keys::revoke,
+        sandboxes::create,
+        sandboxes::list,
+        sandboxes::get,
+        sandboxes::update,
+        sandboxes::destroy,
+        sandboxes::pause,
+        sandboxes::resume,
+        sandboxes::set_timeout,
+        sandbox_exec::exec,
+        sandbox_exec::processes,
+        sandbox_exec::kill,
+        sandbox_files::list,
+        sandbox_files::read,
+        sandbox_files::write,
+        sandbox_files::remove,
+        sandbox_files::mkdir,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -66,6 +110,8 @@ impl Modify for BearerAuth {
         (name = "admin", description = "Operator endpoints (root key)"),
         (name = "workspaces", description = "Workspaces inside a tenant"),
         (name = "keys", description = "API keys and identity"),
+        (name = "sandboxes", description = "Isolated sandboxes: lifecycle, exec, processes"),
+        (name = "files", description = "Files inside a sandbox"),
     )
 )]
 pub struct ApiDoc;

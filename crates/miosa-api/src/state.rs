@@ -3,13 +3,27 @@
 use std::sync::Arc;
 
 use miosa_core::{KeyHash, Pepper};
+use miosa_sandboxes::Sandboxes;
 use miosa_store::Store;
+
+use crate::ApiError;
 
 /// Shared application state (cheap to clone).
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub keys: Arc<KeyConfig>,
+    /// `None` when the sandbox runtime is switched off in config.
+    pub sandboxes: Option<Arc<Sandboxes>>,
+}
+
+impl AppState {
+    /// The sandbox service, or 503 when this server runs without it.
+    pub fn sandboxes(&self) -> Result<&Arc<Sandboxes>, ApiError> {
+        self.sandboxes.as_ref().ok_or(ApiError::Unavailable(
+            "sandboxes are disabled on this server",
+        ))
+    }
 }
 
 /// How presented keys are checked.

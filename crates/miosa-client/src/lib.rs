@@ -232,6 +232,130 @@ impl Client {
             .await
             .map(|_| ())
     }
+
+    // --- sandboxes --------------------------------------------------------
+
+    /// `body` is the JSON of `POST /v1/sandboxes` (every field optional).
+    pub async fn create_sandbox(&self, body: &Value) -> Result<Sandbox> {
+        self.call(Method::POST, "/v1/sandboxes", Some(body)).await
+    }
+
+    /// `query` is the raw query string without `?` (filters, limit, cursor).
+    pub async fn list_sandboxes(&self, query: &str) -> Result<List<Sandbox>> {
+        let q = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        self.get(&format!("/v1/sandboxes{q}")).await
+    }
+
+    pub async fn get_sandbox(&self, id: &str) -> Result<Sandbox> {
+        self.get(&format!("/v1/sandboxes/{id}")).await
+    }
+
+    pub async fn update_sandbox(&self, id: &str, body: &Value) -> Result<Sandbox> {
+        self.call(Method::PATCH, &format!("/v1/sandboxes/{id}"), Some(body))
+            .await
+    }
+
+    pub async fn delete_sandbox(&self, id: &str) -> Result<()> {
+        self.call::<Option<Value>>(Method::DELETE, &format!("/v1/sandboxes/{id}"), None::<&()>)
+            .await
+            .map(|_| ())
+    }
+
+    /// `action` is `pause` or `resume`.
+    pub async fn sandbox_action(&self, id: &str, action: &str) -> Result<Sandbox> {
+        self.call(
+            Method::POST,
+            &format!("/v1/sandboxes/{id}/{action}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn set_sandbox_timeout(&self, id: &str, seconds: i64) -> Result<Sandbox> {
+        let body = serde_json::json!({ "timeout_seconds": seconds });
+        self.call(
+            Method::POST,
+            &format!("/v1/sandboxes/{id}/timeout"),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `body` is the JSON of `POST …/exec`.
+    pub async fn exec(&self, id: &str, body: &Value) -> Result<ExecResult> {
+        self.call(
+            Method::POST,
+            &format!("/v1/sandboxes/{id}/exec"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Runs `sh -c command` and returns its result.
+    pub async fn run(&self, id: &str, command: &str) -> Result<ExecResult> {
+        self.exec(id, &serde_json::json!({ "command": command }))
+            .await
+    }
+
+    pub async fn list_files(&self, id: &str, path: &str) -> Result<List<FileEntry>> {
+        self.get(&format!("/v1/sandboxes/{id}/files?path={}", encode(path)))
+            .await
+    }
+
+    pub async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>> {
+        let url = format!(
+            "{}/v1/sandboxes/{id}/files/content?path={}",
+            self.base,
+            encode(path)
+        );
+        let mut req = self.http.get(url);
+        if let Some(key) = &self.key {
+            req = req.bearer_auth(key);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if status.is_success() {
+            Ok(bytes.to_vec())
+        } else {
+            Err(api_error(status.as_u16(), &String::from_utf8_lossy(&bytes)))
+        }
+    }
+
+    pub async fn write_file(&self, id: &str, path: &str, bytes: Vec<u8>) -> Result<()> {
+        let url = format!(
+            "{}/v1/sandboxes/{id}/files/content?path={}",
+            self.base,
+            encode(path)
+        );
+        let mut req = self.http.put(url).body(bytes);
+        if let Some(key) = &self.key {
+            req = req.bearer_auth(key);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(api_error(status.as_u16(), &resp.text().await?))
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A body for `Client::raw`.

@@ -88,3 +88,47 @@ pub struct CreatedApiKey {
     pub record: ApiKey,
     pub key: String,
 }
+
+/// A sandbox as the API returns it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Sandbox {
+    pub id: String,
+    pub name: Option<String>,
+    pub status: String,
+    pub template: String,
+    pub workspace_id: Option<String>,
+    pub owner_user_id: Option<String>,
+    pub external_user_id: Option<String>,
+    pub external_workspace_id: Option<String>,
+    pub external_project_id: Option<String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    pub cpu: f64,
+    pub memory_mb: u32,
+    pub timeout_seconds: u32,
+    pub on_timeout: String,
+    pub created_at: String,
+    pub expires_at: String,
+}
+
+/// The result of a finished command.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct ExecResult {
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub duration_ms: u64,
+    pub timed_out: bool,
+    pub truncated: bool,
+}
+
+/// A directory entry inside a sandbox.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct FileEntry {
+    pub name: String,
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub size: u64,
+    pub mode: String,
+    pub modified_at: String,
+}

@@ -146,6 +146,11 @@ typed_id!(
     ApiKeyId,
     "key"
 );
+typed_id!(
+    /// A sandbox.
+    SandboxId,
+    "sbx"
+);
 
 #[cfg(test)]
 mod tests {

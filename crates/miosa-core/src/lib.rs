@@ -8,13 +8,15 @@ pub mod id;
 pub mod keys;
 pub mod page;
 pub mod redacted;
+pub mod sandbox;
 pub mod tenancy;
 pub mod time_util;
 pub mod validate;
 
 pub use error::{CoreError, FieldError};
-pub use id::{ApiKeyId, TenantId, WorkspaceId};
+pub use id::{ApiKeyId, SandboxId, TenantId, WorkspaceId};
 pub use keys::{ApiKeyKind, KeyHash, Pepper, PlainApiKey};
 pub use page::{Page, PageRequest};
 pub use redacted::Redacted;
+pub use sandbox::{Labels, OnTimeout, Sandbox, SandboxStatus};
 pub use tenancy::{issue_key, ApiKey, KeyScope, NewApiKey, Tenant, Workspace};

@@ -1,13 +1,15 @@
 //! Builders for rows with fresh IDs and unique names, for the story and for
 //! backend-specific tests; and the assertions the story repeats.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use miosa_core::id::new_body;
 use miosa_core::time_util::now;
 use miosa_core::{
-    ApiKey, ApiKeyId, ApiKeyKind, KeyScope, NewApiKey, Page, PageRequest, Pepper, PlainApiKey,
-    Tenant, TenantId, Workspace,
+    ApiKey, ApiKeyId, ApiKeyKind, KeyScope, Labels, NewApiKey, OnTimeout, Page, PageRequest,
+    Pepper, PlainApiKey, Sandbox, SandboxId, SandboxStatus, Tenant, TenantId, Workspace,
+    WorkspaceId,
 };
 use miosa_store::{Store, StoreError, StoreResult};
 
@@ -32,6 +34,36 @@ pub fn workspace(tenant: &TenantId) -> Workspace {
         tenant_id: tenant.clone(),
         name: unique("ws"),
         created_at: now(),
+    }
+}
+
+/// The node [`sandbox`] puts its sandboxes on. Areas that ask per-node
+/// questions (`sandboxes_in_status`, `expired_sandboxes`) use nodes of
+/// their own, named with [`unique`], so the answers are exact even on a
+/// shared store.
+pub const NODE: &str = "node-test";
+
+/// A running sandbox of `tenant` (in `workspace`, if given) on [`NODE`] with
+/// a fresh ID and a unique name, no labels or metadata, expiring in an hour.
+pub fn sandbox(tenant: &TenantId, workspace: Option<&WorkspaceId>) -> Sandbox {
+    let created_at = now();
+    Sandbox {
+        id: SandboxId::generate(),
+        tenant_id: tenant.clone(),
+        workspace_id: workspace.cloned(),
+        name: Some(unique("box")),
+        status: SandboxStatus::Running,
+        node_id: NODE.to_owned(),
+        template: "base".to_owned(),
+        labels: Labels::default(),
+        metadata: BTreeMap::new(),
+        cpu: 1.0,
+        memory_mb: 512,
+        timeout_seconds: 3600,
+        on_timeout: OnTimeout::Destroy,
+        created_at,
+        expires_at: created_at + time::Duration::hours(1),
+        destroyed_at: None,
     }
 }
 
@@ -81,6 +113,15 @@ pub async fn new_key(store: &dyn Store, tenant: &TenantId, scope: KeyScope) -> N
     let k = key(tenant, scope);
     store.create_api_key(&k).await.expect("create_api_key");
     k
+}
+
+/// Creates `sandbox`.
+pub async fn new_sandbox(store: &dyn Store, sandbox: Sandbox) -> Sandbox {
+    store
+        .create_sandbox(&sandbox)
+        .await
+        .expect("create_sandbox");
+    sandbox
 }
 
 pub(crate) fn assert_conflict<T: Debug>(r: StoreResult<T>, entity: &str, field: &str) {

@@ -13,6 +13,7 @@ mod api_keys;
 pub mod fixtures;
 mod isolation;
 mod pg;
+mod sandboxes;
 mod system;
 mod tenants;
 mod timestamps;
@@ -23,6 +24,7 @@ use miosa_store::Store;
 pub use api_keys::{api_keys, concurrent_revoke};
 pub use isolation::tenant_isolation;
 pub use pg::PgTestDb;
+pub use sandboxes::{concurrent_sandbox_names, sandboxes};
 pub use system::system;
 pub use tenants::tenants;
 pub use timestamps::timestamps;
@@ -37,6 +39,8 @@ pub async fn run_all(store: &dyn Store) {
     concurrent_revoke(store).await;
     tenant_isolation(store).await;
     timestamps(store).await;
+    sandboxes(store).await;
+    concurrent_sandbox_names(store).await;
 }
 
 /// Generates one `#[tokio::test]` per area of the story.
@@ -55,7 +59,8 @@ pub async fn run_all(store: &dyn Store) {
 macro_rules! store_tests {
     ($with_store:path) => {
         $crate::store_tests!(@areas $with_store;
-            system, tenants, workspaces, api_keys, concurrent_revoke, tenant_isolation, timestamps);
+            system, tenants, workspaces, api_keys, concurrent_revoke, tenant_isolation, timestamps,
+            sandboxes, concurrent_sandbox_names);
     };
     (@areas $with_store:path; $($area:ident),+) => {
         $(

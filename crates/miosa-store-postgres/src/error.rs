@@ -13,6 +13,10 @@ const UNIQUE: &[(&str, &str, &str)] = &[
     ("workspaces_tenant_name_key", "workspace", "name"),
     ("api_keys_pkey", "api_key", "id"),
     ("api_keys_key_hash_key", "api_key", "key_hash"),
+    ("sandboxes_pkey", "sandbox", "id"),
+    // The partial unique indexes on live names, with and without workspace.
+    ("sandboxes_workspace_name_key", "sandbox", "name"),
+    ("sandboxes_tenant_name_key", "sandbox", "name"),
 ];
 
 /// Any sqlx error; a known unique violation becomes `Conflict`.

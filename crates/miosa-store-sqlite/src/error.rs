@@ -13,6 +13,14 @@ const UNIQUE: &[(&str, &str, &str)] = &[
     ("workspaces.tenant_id, workspaces.name", "workspace", "name"),
     ("api_keys.id", "api_key", "id"),
     ("api_keys.key_hash", "api_key", "key_hash"),
+    ("sandboxes.id", "sandbox", "id"),
+    // The partial unique indexes on live names, with and without workspace.
+    (
+        "sandboxes.tenant_id, sandboxes.workspace_id, sandboxes.name",
+        "sandbox",
+        "name",
+    ),
+    ("sandboxes.tenant_id, sandboxes.name", "sandbox", "name"),
 ];
 
 /// Any sqlx error; a known unique violation becomes `Conflict`.

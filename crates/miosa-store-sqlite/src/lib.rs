@@ -11,6 +11,7 @@
 mod api_keys;
 mod error;
 mod rows;
+mod sandboxes;
 mod system;
 mod tenants;
 mod workspaces;
@@ -20,11 +21,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use miosa_core::{
-    ApiKey, ApiKeyId, KeyHash, NewApiKey, Page, PageRequest, Tenant, TenantId, Workspace,
-    WorkspaceId,
+    ApiKey, ApiKeyId, KeyHash, NewApiKey, Page, PageRequest, Sandbox, SandboxId, SandboxStatus,
+    Tenant, TenantId, Workspace, WorkspaceId,
 };
 use miosa_store::{
-    Bootstrap, RevokeOutcome, Store, StoreError, StoreResult, SystemInfo, WorkspaceFilter,
+    Bootstrap, RevokeOutcome, SandboxFilter, SandboxPatch, Store, StoreError, StoreResult,
+    SystemInfo, WorkspaceFilter,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
@@ -161,6 +163,69 @@ impl Store for SqliteStore {
 
     async fn find_active_api_key(&self, hash: &KeyHash) -> StoreResult<Option<ApiKey>> {
         api_keys::find_active(&self.pool, hash).await
+    }
+
+    async fn create_sandbox(&self, sandbox: &Sandbox) -> StoreResult<()> {
+        sandboxes::create(&self.pool, sandbox).await
+    }
+
+    async fn get_sandbox(&self, tenant: &TenantId, id: &SandboxId) -> StoreResult<Option<Sandbox>> {
+        sandboxes::get(&self.pool, tenant, id).await
+    }
+
+    async fn get_sandbox_by_name(
+        &self,
+        tenant: &TenantId,
+        workspace: Option<&WorkspaceId>,
+        name: &str,
+    ) -> StoreResult<Option<Sandbox>> {
+        sandboxes::get_by_name(&self.pool, tenant, workspace, name).await
+    }
+
+    async fn list_sandboxes(
+        &self,
+        tenant: &TenantId,
+        filter: &SandboxFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Sandbox>> {
+        sandboxes::list(&self.pool, tenant, filter, page).await
+    }
+
+    async fn update_sandbox(
+        &self,
+        tenant: &TenantId,
+        id: &SandboxId,
+        patch: &SandboxPatch,
+    ) -> StoreResult<Option<Sandbox>> {
+        sandboxes::update(&self.pool, tenant, id, patch).await
+    }
+
+    async fn transition_sandbox(
+        &self,
+        tenant: &TenantId,
+        id: &SandboxId,
+        from: &[SandboxStatus],
+        to: SandboxStatus,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        sandboxes::transition(&self.pool, tenant, id, from, to, at).await
+    }
+
+    async fn sandboxes_in_status(
+        &self,
+        node: &str,
+        statuses: &[SandboxStatus],
+    ) -> StoreResult<Vec<Sandbox>> {
+        sandboxes::in_status(&self.pool, node, statuses).await
+    }
+
+    async fn expired_sandboxes(
+        &self,
+        node: &str,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<Sandbox>> {
+        sandboxes::expired(&self.pool, node, now, limit).await
     }
 }
 

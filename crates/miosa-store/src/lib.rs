@@ -10,9 +10,11 @@
 mod error;
 
 use async_trait::async_trait;
+use std::collections::BTreeMap;
+
 use miosa_core::{
-    ApiKey, ApiKeyId, KeyHash, NewApiKey, Page, PageRequest, Tenant, TenantId, Workspace,
-    WorkspaceId,
+    ApiKey, ApiKeyId, KeyHash, NewApiKey, Page, PageRequest, Sandbox, SandboxId, SandboxStatus,
+    Tenant, TenantId, Workspace, WorkspaceId,
 };
 use time::OffsetDateTime;
 
@@ -43,6 +45,30 @@ pub struct Bootstrap {
 pub struct WorkspaceFilter {
     /// Only this workspace (what a workspace-scoped key may see).
     pub only: Option<WorkspaceId>,
+}
+
+/// Filters for listing sandboxes; all given filters must match (AND).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxFilter {
+    pub workspace_id: Option<WorkspaceId>,
+    pub external_user_id: Option<String>,
+    pub external_workspace_id: Option<String>,
+    pub external_project_id: Option<String>,
+    /// `None` means every status except `destroyed`.
+    pub status: Option<SandboxStatus>,
+    /// Each `(key, value)` must be present in the sandbox's metadata.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Changes to a sandbox; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SandboxPatch {
+    /// `Some(None)` clears the name.
+    pub name: Option<Option<String>>,
+    /// Replaces the whole map.
+    pub metadata: Option<BTreeMap<String, String>>,
+    pub timeout_seconds: Option<u32>,
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// Result of revoking a key.
@@ -120,4 +146,64 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<RevokeOutcome>;
     /// The active (not revoked) key with this hash, in any tenant.
     async fn find_active_api_key(&self, hash: &KeyHash) -> StoreResult<Option<ApiKey>>;
+
+    // --- sandboxes --------------------------------------------------------
+
+    /// `Conflict { entity: "sandbox", field: "name" }` when a live (not
+    /// destroyed) sandbox of the same tenant and workspace has that name.
+    /// `MissingReference { field: "workspace_id" }` for a workspace that is
+    /// not the tenant's.
+    async fn create_sandbox(&self, sandbox: &Sandbox) -> StoreResult<()>;
+    /// Any status, `destroyed` included.
+    async fn get_sandbox(&self, tenant: &TenantId, id: &SandboxId) -> StoreResult<Option<Sandbox>>;
+    /// The live (not destroyed) sandbox with this name in this workspace
+    /// (`None` = the tenant-level sandboxes without a workspace).
+    async fn get_sandbox_by_name(
+        &self,
+        tenant: &TenantId,
+        workspace: Option<&WorkspaceId>,
+        name: &str,
+    ) -> StoreResult<Option<Sandbox>>;
+    /// Newest first.
+    async fn list_sandboxes(
+        &self,
+        tenant: &TenantId,
+        filter: &SandboxFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Sandbox>>;
+    /// Applies the patch to a live sandbox and returns it; `None` if there
+    /// is no such live sandbox. Name conflicts as in `create_sandbox`.
+    async fn update_sandbox(
+        &self,
+        tenant: &TenantId,
+        id: &SandboxId,
+        patch: &SandboxPatch,
+    ) -> StoreResult<Option<Sandbox>>;
+    /// Moves a sandbox to `to` if its current status is one of `from`
+    /// (compare-and-set); returns whether it changed. Moving to `destroyed`
+    /// also sets `destroyed_at = at`.
+    async fn transition_sandbox(
+        &self,
+        tenant: &TenantId,
+        id: &SandboxId,
+        from: &[SandboxStatus],
+        to: SandboxStatus,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool>;
+    /// Every sandbox on node `node`, of every tenant, whose status is one
+    /// of `statuses` (for that node's reconciler). Oldest first.
+    async fn sandboxes_in_status(
+        &self,
+        node: &str,
+        statuses: &[SandboxStatus],
+    ) -> StoreResult<Vec<Sandbox>>;
+    /// Running or paused sandboxes on node `node`, of every tenant, whose
+    /// `expires_at` is before `now` (for that node's reaper). Oldest
+    /// deadline first, at most `limit`.
+    async fn expired_sandboxes(
+        &self,
+        node: &str,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<Sandbox>>;
 }

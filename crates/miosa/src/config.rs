@@ -28,6 +28,14 @@ pub struct Config {
     pub api_key_pepper: Option<Redacted<String>>,
     pub log: String,
     pub log_format: LogFormat,
+    /// Run sandboxes on this host (needs root and runc).
+    pub sandboxes: bool,
+    /// The `runc` executable.
+    pub runc: PathBuf,
+    /// The executable started inside each sandbox as its agent (this binary).
+    pub agent_binary: Option<PathBuf>,
+    /// This node's name; default: generated once into `<data_dir>/node-id`.
+    pub node_id: Option<String>,
 }
 
 /// What `miosa.toml` may contain. Unknown keys are errors (typos).
@@ -41,6 +49,10 @@ struct FileConfig {
     api_key_pepper: Option<String>,
     log: Option<String>,
     log_format: Option<String>,
+    sandboxes: Option<bool>,
+    runc: Option<String>,
+    agent_binary: Option<String>,
+    node_id: Option<String>,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -97,6 +109,22 @@ const LOG: Key = Key {
 const LOG_FORMAT: Key = Key {
     file: "log_format",
     env: "MIOSA_LOG_FORMAT",
+};
+const SANDBOXES: Key = Key {
+    file: "sandboxes",
+    env: "MIOSA_SANDBOXES",
+};
+const RUNC: Key = Key {
+    file: "runc",
+    env: "MIOSA_RUNC",
+};
+const AGENT_BINARY: Key = Key {
+    file: "agent_binary",
+    env: "MIOSA_AGENT_BINARY",
+};
+const NODE_ID: Key = Key {
+    file: "node_id",
+    env: "MIOSA_NODE_ID",
 };
 
 impl Config {
@@ -216,6 +244,56 @@ impl Config {
             },
         };
 
+        let sandboxes = match pick(&SANDBOXES, file.sandboxes.map(|b| b.to_string())) {
+            None => true,
+            Some((v, origin)) => match v.as_str() {
+                "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" => false,
+                _ => {
+                    return Err(invalid(
+                        &SANDBOXES,
+                        origin,
+                        format!("`{v}` is not true or false"),
+                    ))
+                }
+            },
+        };
+        let runc = pick(&RUNC, file.runc)
+            .map(|(v, _)| PathBuf::from(v))
+            .unwrap_or_else(|| PathBuf::from("runc"));
+        let agent_binary = match pick(&AGENT_BINARY, file.agent_binary) {
+            None => None,
+            Some((v, origin)) => {
+                let p = absolute(Path::new(&v));
+                if !p.is_file() {
+                    return Err(invalid(
+                        &AGENT_BINARY,
+                        origin,
+                        format!("{} is not a file", p.display()),
+                    ));
+                }
+                Some(p)
+            }
+        };
+
+        let node_id = match pick(&NODE_ID, file.node_id) {
+            None => None,
+            Some((v, origin)) => {
+                let ok = !v.is_empty()
+                    && v.len() <= 63
+                    && v.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                if !ok {
+                    return Err(invalid(
+                        &NODE_ID,
+                        origin,
+                        "must be 1 to 63 of a-z, 0-9 and `-`".into(),
+                    ));
+                }
+                Some(v)
+            }
+        };
+
         Ok(Self {
             listen,
             data_dir,
@@ -224,6 +302,10 @@ impl Config {
             api_key_pepper,
             log,
             log_format,
+            sandboxes,
+            runc,
+            agent_binary,
+            node_id,
         })
     }
 }
@@ -263,6 +345,22 @@ data_dir = "./miosa-data"
 # generated at first start into <data_dir>/api-key-pepper (mode 0600). Replicas
 # sharing a PostgreSQL database must all use the same value.  env: MIOSA_API_KEY_PEPPER
 # api_key_pepper = "..."
+
+# Run sandboxes on this host: needs root, runc, and cgroup v1 or v2 controllers.
+# With `false` the sandbox endpoints answer 503.               env: MIOSA_SANDBOXES
+sandboxes = true
+
+# The runc executable.                                          env: MIOSA_RUNC
+runc = "runc"
+
+# The executable started inside every sandbox as its agent. Default: this
+# miosa binary itself.                                          env: MIOSA_AGENT_BINARY
+# agent_binary = "/usr/local/bin/miosa"
+
+# This node's name. Sandboxes are stamped with the node that runs them; each
+# replica reconciles and reaps only its own. Default: generated once into
+# <data_dir>/node-id.                                           env: MIOSA_NODE_ID
+# node_id = "node-a"
 
 # Log filter (tracing EnvFilter syntax) and format (`pretty` or `json`).
 #                                                 env: MIOSA_LOG, MIOSA_LOG_FORMAT

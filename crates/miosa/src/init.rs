@@ -49,6 +49,27 @@ impl BootstrapReport {
     }
 }
 
+/// File in the data dir holding this node's generated name.
+pub const NODE_ID_FILE: &str = "node-id";
+
+/// This node's name: from config, else `<data_dir>/node-id`, created once.
+pub fn node_id(config: &Config) -> anyhow::Result<String> {
+    if let Some(id) = &config.node_id {
+        return Ok(id.clone());
+    }
+    let path = config.data_dir.join(NODE_ID_FILE);
+    match fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let id = format!("node-{}", &miosa_core::id::new_body()[16..]);
+    fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
 /// Creates the data dir (0700) if needed.
 pub fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
     fs::DirBuilder::new()

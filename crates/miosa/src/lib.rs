@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod client_cli;
 pub mod config;
 pub mod init;
 pub mod logging;

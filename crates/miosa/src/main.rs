@@ -32,6 +32,18 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Sandboxes on a running server (MIOSA_API_URL, MIOSA_API_KEY).
+    Sandbox {
+        #[command(subcommand)]
+        command: Box<miosa::client_cli::SandboxCommand>,
+    },
+    /// Run as the agent inside a sandbox (started by the runtime, not by people).
+    #[command(hide = true)]
+    Agent {
+        /// Unix socket to serve on.
+        #[arg(long)]
+        socket: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -62,10 +74,20 @@ enum TenantCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
+    // The agent manages its own process tree (it may be PID 1) and runtime.
+    if let Command::Agent { socket } = cli.command {
+        return miosa_agent::run(socket);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -80,6 +102,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: ConfigCommand::Default,
         } => {
             print!("{}", miosa::config::DEFAULT_TOML);
+            Ok(())
+        }
+        Command::Agent { .. } => anyhow::bail!("the agent is started before the async runtime"),
+        Command::Sandbox { command } => {
+            let code = miosa::client_cli::run(*command).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
             Ok(())
         }
         Command::Openapi => {

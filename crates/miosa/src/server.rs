@@ -1,7 +1,7 @@
 //! Assembles and runs the server: config → store → init → router → listener.
 //! Integration tests start it in-process on `127.0.0.1:0` through `start`.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use miosa_api::AppState;
@@ -9,14 +9,20 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::{config::Config, init, storage};
 
+/// How often the reaper looks for expired sandboxes.
+const REAPER_EVERY: Duration = Duration::from_secs(1);
+
 /// A running server.
 pub struct Server {
     /// The bound address (useful when listening on port 0).
     pub addr: SocketAddr,
     /// Set on the first start of a new database.
     pub bootstrap: Option<init::BootstrapReport>,
+    /// What start-up reconciliation found (`None` with sandboxes off).
+    pub reconcile: Option<miosa_sandboxes::ReconcileReport>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    reaper: Option<JoinHandle<()>>,
 }
 
 /// Opens the store, initialises, binds and starts serving.
@@ -27,9 +33,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         .context("cannot open the database")?;
     let (keys, bootstrap) = init::prepare(config, store.as_ref()).await?;
     let backend = store.backend();
+    let (sandboxes, reconcile) = match config.sandboxes {
+        true => {
+            let (s, report) = start_sandboxes(config, store.clone()).await?;
+            (Some(s), Some(report))
+        }
+        false => (None, None),
+    };
+    let reaper = sandboxes.clone().map(|s| s.spawn_reaper(REAPER_EVERY));
     let state = AppState {
         store,
         keys: Arc::new(keys),
+        sandboxes,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -48,9 +63,47 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     Ok(Server {
         addr,
         bootstrap,
+        reconcile,
         shutdown: Some(tx),
         task,
+        reaper,
     })
+}
+
+/// Prepares the runtime and makes the database agree with this host.
+async fn start_sandboxes(
+    config: &Config,
+    store: Arc<dyn miosa_store::Store>,
+) -> anyhow::Result<(
+    Arc<miosa_sandboxes::Sandboxes>,
+    miosa_sandboxes::ReconcileReport,
+)> {
+    let agent_binary = match &config.agent_binary {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("cannot find this executable for the agent")?,
+    };
+    let mut runtime_config = miosa_runtime::RuntimeConfig::new(&config.data_dir, agent_binary);
+    runtime_config.runc = config.runc.clone();
+    let runtime = miosa_runtime::Runtime::new(runtime_config).await.context(
+        "cannot start the sandbox runtime (set MIOSA_SANDBOXES=false to run without sandboxes)",
+    )?;
+    let node_id = init::node_id(config)?;
+    let sandboxes = Arc::new(miosa_sandboxes::Sandboxes::new(
+        store,
+        Arc::new(runtime),
+        miosa_sandboxes::Limits::default(),
+        node_id,
+    ));
+    let report = sandboxes.reconcile().await?;
+    if !report.marked_error.is_empty() || !report.orphans_removed.is_empty() {
+        tracing::warn!(
+            kept = report.kept,
+            lost = report.marked_error.len(),
+            orphans = report.orphans_removed.len(),
+            "reconciled sandboxes with this host"
+        );
+    }
+    Ok((sandboxes, report))
 }
 
 impl Server {
@@ -60,7 +113,11 @@ impl Server {
     }
 
     /// Stops accepting, lets in-flight requests finish, and returns.
+    /// Sandboxes keep running: a restarted server reconciles and adopts them.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(reaper) = self.reaper.take() {
+            reaper.abort();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

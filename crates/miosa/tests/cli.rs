@@ -256,3 +256,112 @@ fn futures_block<F: std::future::Future>(f: F) -> F::Output {
         .unwrap()
         .block_on(f)
 }
+
+/// `miosa serve` killed with SIGKILL and restarted: running and paused
+/// sandboxes are adopted, one whose container died is marked `error`, and a
+/// container with no row is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_restart_reconciles_sandboxes() {
+    let env = TestEnv::new(Backend::Sqlite).await;
+    let out = miosa(&env)
+        .args(["admin", "tenant", "create", "--name", "crashy", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.lines().rev().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let key = v["api_key"].as_str().unwrap().to_owned();
+
+    let mut s = serve(&env);
+    let c = Client::new(&s.url, Some(key.clone()));
+    let keep = c
+        .create_sandbox(&serde_json::json!({"name": "keep"}))
+        .await
+        .unwrap();
+    let nap = c
+        .create_sandbox(&serde_json::json!({"name": "nap"}))
+        .await
+        .unwrap();
+    let dead = c
+        .create_sandbox(&serde_json::json!({"name": "dead"}))
+        .await
+        .unwrap();
+    c.write_file(&keep.id, "/home/user/state.txt", b"survives".to_vec())
+        .await
+        .unwrap();
+    c.sandbox_action(&nap.id, "pause").await.unwrap();
+
+    // Crash the server, kill one container behind its back, plant an orphan.
+    s.child.kill().unwrap(); // SIGKILL
+    s.child.wait().unwrap();
+    let runc_root = env.data_dir().join("runc");
+    let killed = Command::new("runc")
+        .arg("--root")
+        .arg(&runc_root)
+        .args(["kill", &dead.id, "KILL"])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let runtime = miosa_runtime::Runtime::new(miosa_runtime::RuntimeConfig::new(
+        env.data_dir(),
+        env!("CARGO_BIN_EXE_miosa"),
+    ))
+    .await
+    .unwrap();
+    let orphan = "sbx_0000000000000000000000orph";
+    runtime
+        .create(&miosa_runtime::SandboxSpec {
+            id: orphan.into(),
+            hostname: "orphan".into(),
+            env: vec![],
+            cpu: 0.5,
+            memory_mb: 128,
+        })
+        .await
+        .unwrap();
+
+    let s = serve(&env);
+    let c = Client::new(&s.url, Some(key));
+    let listed: Vec<(String, String)> = c
+        .list_sandboxes("")
+        .await
+        .unwrap()
+        .data
+        .into_iter()
+        .map(|s| (s.name.unwrap(), s.status))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("dead".to_string(), "error".to_string()),
+            ("nap".into(), "paused".into()),
+            ("keep".into(), "running".into())
+        ]
+    );
+    assert_eq!(
+        c.run(&keep.id, "cat state.txt").await.unwrap().stdout,
+        "survives"
+    );
+    c.sandbox_action(&nap.id, "resume").await.unwrap();
+    assert_eq!(c.run(&nap.id, "echo up").await.unwrap().stdout, "up\n");
+    let e = c.run(&dead.id, "true").await.unwrap_err();
+    assert_eq!(
+        (e.status(), e.code()),
+        (Some(409), Some("sandbox_not_running"))
+    );
+    c.delete_sandbox(&dead.id).await.unwrap();
+    assert!(
+        !env.data_dir().join("sandboxes").join(orphan).exists(),
+        "orphan removed"
+    );
+    assert_eq!(runtime.state(orphan).await.unwrap(), None);
+    for sb in [&keep, &nap] {
+        c.delete_sandbox(&sb.id).await.unwrap();
+    }
+    assert!(s.stop().0.success());
+}

@@ -54,11 +54,12 @@ fn pepper_of(env: &TestEnv) -> String {
     std::fs::read_to_string(env.data_dir().join("api-key-pepper")).unwrap()
 }
 
-/// A second replica with its own data dir on the same PostgreSQL database.
+/// A second replica with its own data dir on the same PostgreSQL database;
+/// the env is returned so its data dir lives as long as the server.
 async fn replica_of(
     first: &TestEnv,
     pepper: Option<String>,
-) -> anyhow::Result<miosa::server::Server> {
+) -> anyhow::Result<(miosa::server::Server, TestEnv)> {
     let mut env = TestEnv::new(Backend::Sqlite).await; // fresh data dir only
     env.vars.insert(
         "MIOSA_DATABASE_URL".into(),
@@ -67,10 +68,8 @@ async fn replica_of(
     if let Some(p) = pepper {
         env.vars.insert("MIOSA_API_KEY_PEPPER".into(), p);
     }
-    let config = env.config();
-    let server = miosa::server::start(&config).await;
-    std::mem::forget(env.dir); // keep the dir alive as long as the server
-    server
+    let server = miosa::server::start(&env.config()).await?;
+    Ok((server, env))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +80,7 @@ async fn two_servers_on_one_postgres_database_are_one_service() {
     let err = replica_of(&t.env, None).await.err().expect("must refuse");
     assert!(err.to_string().contains("MIOSA_API_KEY_PEPPER"), "{err}");
 
-    let b = replica_of(&t.env, Some(pepper_of(&t.env))).await.unwrap();
+    let (b, _b_env) = replica_of(&t.env, Some(pepper_of(&t.env))).await.unwrap();
     assert!(b.bootstrap.is_none());
     let b_admin = Client::new(b.url(), Some(t.admin_key.clone()));
 
@@ -126,7 +125,7 @@ async fn replicas_starting_together_bootstrap_once() {
         replica_of(&first, Some(pepper.clone())),
         replica_of(&first, Some(pepper.clone())),
     );
-    let (a, b) = (a.unwrap(), b.unwrap());
+    let ((a, _a_env), (b, _b_env)) = (a.unwrap(), b.unwrap());
     let reports: Vec<_> = [&a, &b]
         .iter()
         .filter_map(|s| s.bootstrap.as_ref())

@@ -3,10 +3,14 @@
 pub mod api_keys;
 pub mod health;
 pub mod me;
+pub mod sandbox_exec;
+pub mod sandbox_files;
+pub mod sandboxes;
 pub mod tenants;
 pub mod workspaces;
 
 use axum::{
+    extract::DefaultBodyLimit,
     middleware,
     routing::{delete, get, post},
     Json, Router,
@@ -50,6 +54,36 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workspaces/{id}", get(workspaces::get))
         .route("/v1/api-keys", post(api_keys::create).get(api_keys::list))
         .route("/v1/api-keys/{id}", delete(api_keys::revoke))
+        .route(
+            "/v1/sandboxes",
+            post(sandboxes::create).get(sandboxes::list),
+        )
+        .route(
+            "/v1/sandboxes/{id}",
+            get(sandboxes::get)
+                .patch(sandboxes::update)
+                .delete(sandboxes::destroy),
+        )
+        .route("/v1/sandboxes/{id}/pause", post(sandboxes::pause))
+        .route("/v1/sandboxes/{id}/resume", post(sandboxes::resume))
+        .route("/v1/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
+        .route("/v1/sandboxes/{id}/exec", post(sandbox_exec::exec))
+        .route("/v1/sandboxes/{id}/processes", get(sandbox_exec::processes))
+        .route(
+            "/v1/sandboxes/{id}/processes/{pid}/kill",
+            post(sandbox_exec::kill),
+        )
+        .route(
+            "/v1/sandboxes/{id}/files",
+            get(sandbox_files::list).delete(sandbox_files::remove),
+        )
+        .route(
+            "/v1/sandboxes/{id}/files/content",
+            get(sandbox_files::read)
+                .put(sandbox_files::write)
+                .layer(DefaultBodyLimit::max(sandbox_files::MAX_UPLOAD_BYTES)),
+        )
+        .route("/v1/sandboxes/{id}/files/mkdir", post(sandbox_files::mkdir))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))

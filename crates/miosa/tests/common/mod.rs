@@ -49,6 +49,11 @@ impl TestEnv {
             "MIOSA_DATA_DIR".into(),
             dir.path().join("data").display().to_string(),
         );
+        // The agent inside sandboxes is this very binary.
+        vars.insert(
+            "MIOSA_AGENT_BINARY".into(),
+            env!("CARGO_BIN_EXE_miosa").into(),
+        );
         let pg = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => {
@@ -136,6 +141,39 @@ impl TestServer {
     pub async fn stop(&mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown().await.unwrap();
+        }
+    }
+}
+
+impl Drop for TestEnv {
+    /// Sandboxes outlive a stopped server by design; a test's must not
+    /// outlive the test. Remove whatever runc still runs under this data dir.
+    fn drop(&mut self) {
+        remove_all_sandboxes(&self.data_dir());
+    }
+}
+
+/// Force-removes every container and overlay under a data dir.
+pub fn remove_all_sandboxes(data_dir: &std::path::Path) {
+    let root = data_dir.join("runc");
+    let Ok(entries) = std::fs::read_dir(data_dir.join("sandboxes")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let id = e.file_name().to_string_lossy().into_owned();
+        let _ = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["delete", "--force", &id])
+            .output();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(e.path().join("rootfs"))
+            .output();
+        for ctrl in [
+            "cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices", "systemd",
+        ] {
+            let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{ctrl}/miosa/{id}"));
         }
     }
 }

@@ -1,0 +1,121 @@
+//! Where the runtime keeps things under the data dir.
+//!
+//! ```text
+//! <data_dir>/runc/                     runc --root (container state)
+//! <data_dir>/templates/default         -> default-<fingerprint> (symlink, swapped atomically)
+//! <data_dir>/templates/default-<fp>/   VERSION, rootfs/ (the read-only skeleton)
+//! <data_dir>/sandboxes/<id>/           0700, the OCI bundle:
+//!     config.json                      the generated OCI spec
+//!     rootfs/                          overlay mount point (lower = template, upper, work)
+//!     upper/ work/                     the sandbox's writable layer
+//!     run/                             0700, bind-mounted to /run/miosa; the agent binds agent.sock here
+//!     agent.sock                       hard link to run/agent.sock, out of the sandbox's reach
+//!     container.log                    runc's and the agent's stdout/stderr
+//!     init.pid                         host PID of the agent
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// Unix socket paths (`sun_path`) hold at most 107 bytes plus the NUL.
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
+
+/// File name of the agent socket in a sandbox's `run/` dir.
+pub(crate) const AGENT_SOCKET: &str = "agent.sock";
+
+/// Paths derived from the data dir.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    sandboxes: PathBuf,
+    templates: PathBuf,
+    runc_root: PathBuf,
+}
+
+impl Layout {
+    pub(crate) fn new(data_dir: &Path) -> Self {
+        Self {
+            sandboxes: data_dir.join("sandboxes"),
+            templates: data_dir.join("templates"),
+            runc_root: data_dir.join("runc"),
+        }
+    }
+
+    pub(crate) fn sandboxes(&self) -> &Path {
+        &self.sandboxes
+    }
+
+    pub(crate) fn templates(&self) -> &Path {
+        &self.templates
+    }
+
+    pub(crate) fn runc_root(&self) -> &Path {
+        &self.runc_root
+    }
+
+    /// The sandbox's directory, which is also its OCI bundle. `id` must be validated.
+    pub(crate) fn sandbox(&self, id: &str) -> SandboxPaths {
+        SandboxPaths {
+            dir: self.sandboxes.join(id),
+        }
+    }
+}
+
+/// The paths of one sandbox.
+#[derive(Debug, Clone)]
+pub(crate) struct SandboxPaths {
+    pub(crate) dir: PathBuf,
+}
+
+impl SandboxPaths {
+    pub(crate) fn config(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+    pub(crate) fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+    pub(crate) fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+    pub(crate) fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+    pub(crate) fn run(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+    /// Where the agent binds its socket (writable from inside the sandbox).
+    pub(crate) fn bound_socket(&self) -> PathBuf {
+        self.run().join(AGENT_SOCKET)
+    }
+    /// The host's handle on the agent socket: a hard link to the bound socket
+    /// in a directory the sandbox cannot see, so code inside cannot swap it
+    /// for a symlink to some other host socket.
+    pub(crate) fn socket(&self) -> PathBuf {
+        self.dir.join(AGENT_SOCKET)
+    }
+    pub(crate) fn log(&self) -> PathBuf {
+        self.dir.join("container.log")
+    }
+    pub(crate) fn pid_file(&self) -> PathBuf {
+        self.dir.join("init.pid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_paths_live_under_the_sandbox_dir() {
+        let layout = Layout::new(Path::new("/var/lib/miosa"));
+        let p = layout.sandbox("sbx_1");
+        assert_eq!(p.dir, Path::new("/var/lib/miosa/sandboxes/sbx_1"));
+        assert_eq!(
+            p.bound_socket(),
+            Path::new("/var/lib/miosa/sandboxes/sbx_1/run/agent.sock")
+        );
+        assert_eq!(
+            p.socket(),
+            Path::new("/var/lib/miosa/sandboxes/sbx_1/agent.sock")
+        );
+        assert_eq!(layout.runc_root(), Path::new("/var/lib/miosa/runc"));
+    }
+}

@@ -1,0 +1,52 @@
+//! Sandbox lifecycle on the host.
+//!
+//! One sandbox is one OCI container run by `runc` (see `DESIGN.md`,
+//! "Sandboxes"): its own PID, mount, IPC, UTS and network namespaces (the
+//! network namespace has only `lo`), cgroup limits on memory, CPU and tasks,
+//! a reduced capability set, a seccomp deny-list ([`seccomp`]), and a root
+//! file system that is an overlay of a per-sandbox writable layer on a small
+//! read-only template skeleton, with the host's `/usr` bind-mounted read-only.
+//! Inside runs the Miosa agent, reachable on a Unix socket in the sandbox's
+//! directory ([`Runtime::agent_socket`]). The agent binds it in `/run/miosa`,
+//! which root inside the sandbox can rewrite; the host uses a hard link to it
+//! made at create time in a directory the sandbox cannot see, so a symlink
+//! planted in `/run/miosa` cannot redirect the host to another host socket.
+//!
+//! Modules: [`config`] (what callers pass), `layout` (paths under the data
+//! dir), `template` (the skeleton), `bundle` (the OCI `config.json`),
+//! `overlay` (the root mount), `runc` (the command line), `cgroups` (usage
+//! and cleanup), `ready` (waiting for the agent), `runtime` (the lifecycle)
+//! and `reconcile` (listing and removing orphans after a restart).
+//!
+//! Requires root, `runc` ≥ 1.1 and overlayfs on the data dir's file system.
+//!
+//! Known limits:
+//! - No disk quota: a sandbox's upper layer, `/run/miosa` and its
+//!   `container.log` (the agent's stdout/stderr) live on the data disk
+//!   unbounded; project quotas (XFS/ext4) would fix that.
+//! - Without `CAP_SYS_RESOURCE` (some container hosts) the agent gets no OOM
+//!   protection and the file limit is capped at ours.
+//! - The sandbox can read the host paths of its own overlay layers in
+//!   `/proc/self/mountinfo` (not their contents).
+
+#![forbid(unsafe_code)]
+
+mod bundle;
+mod cgroups;
+pub mod config;
+mod error;
+mod layout;
+mod mountinfo;
+mod overlay;
+mod ready;
+mod reconcile;
+mod runc;
+mod runtime;
+pub mod seccomp;
+mod template;
+
+pub use cgroups::Usage;
+pub use config::{RuntimeConfig, SandboxSpec};
+pub use error::{Result, RuntimeError};
+pub use runc::ContainerState;
+pub use runtime::Runtime;
