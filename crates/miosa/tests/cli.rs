@@ -81,6 +81,26 @@ impl Serve {
     }
 }
 
+/// `miosa admin tenant create --name NAME --json`: the tenant's id and key.
+fn create_tenant_cli(env: &TestEnv, name: &str) -> (String, String) {
+    let out = miosa(env)
+        .args(["admin", "tenant", "create", "--name", name, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let json_line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap();
+    let v: serde_json::Value = serde_json::from_str(json_line).unwrap();
+    (
+        v["id"].as_str().unwrap().to_owned(),
+        v["api_key"].as_str().unwrap().to_owned(),
+    )
+}
+
 /// The first whitespace-separated word starting with `prefix`.
 fn word(text: &str, prefix: &str) -> Option<String> {
     text.split_whitespace()
@@ -158,20 +178,8 @@ async fn serve_prints_keys_once_and_shuts_down_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_tenant_create_talks_to_the_database() {
     let env = TestEnv::new(Backend::Sqlite).await;
-    let out = miosa(&env)
-        .args(["admin", "tenant", "create", "--name", "clinic-iq", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let json_line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap();
-    let v: serde_json::Value = serde_json::from_str(json_line).unwrap();
-    assert!(v["id"].as_str().unwrap().starts_with("ten_"));
-    let key = v["api_key"].as_str().unwrap().to_owned();
+    let (tenant_id, key) = create_tenant_cli(&env, "clinic-iq");
+    assert!(tenant_id.starts_with("ten_"));
 
     let out = miosa(&env)
         .args(["admin", "tenant", "create", "--name", "clinic-iq"])
@@ -183,7 +191,7 @@ async fn admin_tenant_create_talks_to_the_database() {
     let s = serve(&env);
     let c = Client::new(&s.url, Some(key));
     let me = c.me().await.unwrap();
-    assert_eq!(me.tenant_id.as_deref(), v["id"].as_str());
+    assert_eq!(me.tenant_id.as_deref(), Some(tenant_id.as_str()));
     s.stop();
 }
 
@@ -205,19 +213,7 @@ async fn two_serve_processes_on_postgres_share_keys() {
 
     // Find the admin key from A's banner only after stopping it, so create a
     // tenant via the CLI instead: it talks to the same database.
-    let out = miosa(&env_a)
-        .args(["admin", "tenant", "create", "--name", "shared", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(stdout.lines().rev().find(|l| l.starts_with('{')).unwrap()).unwrap();
-    let admin = v["api_key"].as_str().unwrap();
+    let (_, admin) = create_tenant_cli(&env_a, "shared");
 
     let on_a = Client::new(&a.url, Some(admin.to_owned()));
     let k = on_a
@@ -263,19 +259,7 @@ fn futures_block<F: std::future::Future>(f: F) -> F::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_reconciles_sandboxes() {
     let env = TestEnv::new(Backend::Sqlite).await;
-    let out = miosa(&env)
-        .args(["admin", "tenant", "create", "--name", "crashy", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(stdout.lines().rev().find(|l| l.starts_with('{')).unwrap()).unwrap();
-    let key = v["api_key"].as_str().unwrap().to_owned();
+    let (_, key) = create_tenant_cli(&env, "crashy");
 
     let mut s = serve(&env);
     let c = Client::new(&s.url, Some(key.clone()));
@@ -363,5 +347,94 @@ async fn sigkill_and_restart_reconciles_sandboxes() {
     for sb in [&keep, &nap] {
         c.delete_sandbox(&sb.id).await.unwrap();
     }
+    assert!(s.stop().0.success());
+}
+
+/// `miosa sandbox create|list|get|exec|rm` against a running server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_cli_round_trip() {
+    let env = TestEnv::new(Backend::Sqlite).await;
+    let (_, key) = create_tenant_cli(&env, "cli");
+    let s = serve(&env);
+    let cli = |args: &[&str]| {
+        let out = miosa(&env)
+            .env("MIOSA_API_URL", &s.url)
+            .env("MIOSA_API_KEY", &key)
+            .arg("sandbox")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (code, out, err) = cli(&[
+        "create",
+        "--name",
+        "cli-box",
+        "--external-user-id",
+        "u-1",
+        "--metadata",
+        "plan=pro",
+        "--memory-mb",
+        "256",
+        "--json",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["metadata"]["plan"], "pro");
+    assert_eq!(created["memory_mb"], 256);
+
+    let (code, out, _) = cli(&["list"]);
+    assert_eq!(code, Some(0));
+    let mut lines = out.lines();
+    assert!(lines.next().unwrap().starts_with("ID"), "a table: {out}");
+    let row = lines.next().unwrap();
+    assert!(
+        row.contains(&id)
+            && row.contains("cli-box")
+            && row.contains("running")
+            && row.contains("u-1"),
+        "{row}"
+    );
+
+    let (code, out, _) = cli(&["get", "cli-box", "--json"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"],
+        id.as_str()
+    );
+
+    let (code, out, err) = cli(&["exec", &id, "echo hi; echo oops >&2; exit 4"]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (Some(4), "hi\n", "oops\n")
+    );
+
+    let (code, out, _) = cli(&["rm", &id]);
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), format!("removed {id}").as_str())
+    );
+    let (code, _, err) = cli(&["get", &id]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("404"), "{err}");
+    let (code, _, err) = miosa(&env)
+        .env("MIOSA_API_URL", &s.url)
+        .args(["sandbox", "list"])
+        .output()
+        .map(|o| {
+            (
+                o.status.code(),
+                (),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .unwrap();
+    assert_ne!(code, Some(0));
+    assert!(err.contains("MIOSA_API_KEY"), "{err}");
     assert!(s.stop().0.success());
 }

@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use miosa_agent::{ExecEvent, ExecRequest, RunAs, Signal};
 use serde::{Deserialize, Serialize};
 
-use super::{sandboxes::workspace_hint, ListResponse};
+use super::{sandboxes::agent_of, ListResponse};
 use crate::{
     auth::TenantCaller,
     error::{ApiError, ApiResult, ErrorBody},
@@ -134,10 +134,7 @@ pub async fn exec(
 ) -> ApiResult<Response> {
     query.allow_only(&["workspace_id"])?;
     let (req, background) = to_request(input)?;
-    let (_, agent) = state
-        .sandboxes()?
-        .agent(&(&caller).into(), &id, workspace_hint(&query)?.as_ref())
-        .await?;
+    let agent = agent_of(&state, &caller, &id, &query).await?;
     if background {
         let pid = agent.spawn(&req).await?;
         return Ok(Json(Started { pid }).into_response());
@@ -209,10 +206,7 @@ pub async fn processes(
     query: QueryParams,
 ) -> ApiResult<Json<ListResponse<ProcessView>>> {
     query.allow_only(&["workspace_id"])?;
-    let (_, agent) = state
-        .sandboxes()?
-        .agent(&(&caller).into(), &id, workspace_hint(&query)?.as_ref())
-        .await?;
+    let agent = agent_of(&state, &caller, &id, &query).await?;
     let list = agent.processes().await?;
     Ok(Json(ListResponse {
         data: list
@@ -274,10 +268,7 @@ pub async fn kill(
             ))
         }
     };
-    let (_, agent) = state
-        .sandboxes()?
-        .agent(&(&caller).into(), &id, workspace_hint(&query)?.as_ref())
-        .await?;
+    let agent = agent_of(&state, &caller, &id, &query).await?;
     agent.kill(pid, signal).await?;
     Ok(Json(serde_json::json!({ "killed": true })))
 }

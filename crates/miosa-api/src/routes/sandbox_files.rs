@@ -13,7 +13,7 @@ use futures_util::TryStreamExt;
 use miosa_agent::{FileBody, FileType, RunAs};
 use serde::{Deserialize, Serialize};
 
-use super::{sandboxes::workspace_hint, ListResponse};
+use super::{sandboxes::agent_of, ListResponse};
 use crate::{
     auth::TenantCaller,
     error::{ApiError, ApiResult, ErrorBody},
@@ -83,10 +83,7 @@ pub async fn list(
 ) -> ApiResult<Json<ListResponse<FileEntryView>>> {
     query.allow_only(&["path", "workspace_id"])?;
     let path = path_param(&query)?;
-    let (_, agent) = state
-        .sandboxes()?
-        .agent(&(&caller).into(), &id, workspace_hint(&query)?.as_ref())
-        .await?;
+    let agent = agent_of(&state, &caller, &id, &query).await?;
     let entries = agent.list_dir(&path).await?;
     Ok(Json(ListResponse {
         data: entries
@@ -118,10 +115,7 @@ pub async fn read(
 ) -> ApiResult<Response> {
     query.allow_only(&["path", "workspace_id"])?;
     let path = path_param(&query)?;
-    let (_, agent) = state
-        .sandboxes()?
-        .agent(&(&caller).into(), &id, workspace_hint(&query)?.as_ref())
-        .await?;
+    let agent = agent_of(&state, &caller, &id, &query).await?;
     let stream = agent.read_file(&path).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],
@@ -148,10 +142,7 @@ pub async fn write(
     query.allow_only(&["path", "user", "workspace_id"])?;
     let path = path_param(&query)?;
     let user = run_as(&query)?;
-    let (_, agent) = state
-        .sandboxes()?
-        .agent(&(&caller).into(), &id, workspace_hint(&query)?.as_ref())
-        .await?;
+    let agent = agent_of(&state, &caller, &id, &query).await?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     agent
         .write_file(&path, FileBody::from_stream(stream), user)
@@ -172,10 +163,7 @@ pub async fn remove(
 ) -> ApiResult<StatusCode> {
     query.allow_only(&["path", "workspace_id"])?;
     let path = path_param(&query)?;
-    let (_, agent) = state
-        .sandboxes()?
-        .agent(&(&caller).into(), &id, workspace_hint(&query)?.as_ref())
-        .await?;
+    let agent = agent_of(&state, &caller, &id, &query).await?;
     agent.remove(&path).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -213,10 +201,7 @@ pub async fn mkdir(
         Some("root") => RunAs::Root,
         Some(_) => return Err(ApiError::invalid("user", "must be `user` or `root`")),
     };
-    let (_, agent) = state
-        .sandboxes()?
-        .agent(&(&caller).into(), &id, workspace_hint(&query)?.as_ref())
-        .await?;
+    let agent = agent_of(&state, &caller, &id, &query).await?;
     agent.mkdir(&input.path, user).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -124,6 +124,20 @@ pub fn workspace_hint(query: &QueryParams) -> Result<Option<WorkspaceId>, ApiErr
         .transpose()
 }
 
+/// The agent of a running sandbox the caller may use (404/409 otherwise).
+pub async fn agent_of(
+    state: &AppState,
+    caller: &TenantCaller,
+    id: &str,
+    query: &QueryParams,
+) -> ApiResult<miosa_agent::AgentClient> {
+    let (_, agent) = state
+        .sandboxes()?
+        .agent(&caller.into(), id, workspace_hint(query)?.as_ref())
+        .await?;
+    Ok(agent)
+}
+
 /// Creates a sandbox and answers once it is ready to exec.
 #[utoipa::path(post, path = "/v1/sandboxes", tag = "sandboxes", security(("bearer" = [])),
     request_body = CreateSandbox,
