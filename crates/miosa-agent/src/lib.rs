@@ -3,8 +3,9 @@
 //! Inside the sandbox, `miosa agent --socket PATH` calls [`run`]: as PID 1 it
 //! becomes a tiny init (see `init`) that starts the real server as its child;
 //! the server speaks HTTP/1.1 + JSON on the Unix socket (exec with NDJSON
-//! streaming, processes, files). On the host, [`AgentClient`] speaks the same
-//! protocol using the typed structs of [`protocol`].
+//! streaming, processes, files, terminals over a WebSocket). On the host,
+//! [`AgentClient`] speaks the same protocol using the typed structs of
+//! [`protocol`].
 
 mod client;
 mod error;
@@ -18,9 +19,13 @@ pub use client::{AgentClient, FileBody};
 pub use error::AgentError;
 pub use protocol::{
     ExecEvent, ExecOutput, ExecRequest, ExitInfo, FileEntry, FileType, KillRequest, MkdirRequest,
-    PathQuery, ProcessInfo, RunAs, Signal, Spawned, DEFAULT_EXEC_TIMEOUT, DEFAULT_MAX_OUTPUT_BYTES,
+    PathQuery, ProcessInfo, PtyControl, PtyRequest, RunAs, Signal, Spawned, DEFAULT_EXEC_TIMEOUT,
+    DEFAULT_MAX_OUTPUT_BYTES,
 };
 pub use server::AgentServer;
+/// The WebSocket implementation of [`AgentClient::pty`], for callers that
+/// handle its messages.
+pub use tokio_tungstenite;
 
 /// Entry point of `miosa agent --socket PATH`: runs inside the sandbox.
 pub fn run(socket: PathBuf) -> ExitCode {

@@ -11,6 +11,11 @@ use time::OffsetDateTime;
 
 use crate::AgentError;
 
+mod pty;
+pub use pty::{
+    valid_dimension, PtyControl, PtyRequest, DEFAULT_PTY_COLS, DEFAULT_PTY_ROWS, MAX_PTY_DIMENSION,
+};
+
 /// Default cap on captured output, per stream.
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 /// Default timeout of a foreground `exec`.

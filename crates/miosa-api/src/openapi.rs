@@ -8,7 +8,7 @@ use utoipa::{
 };
 
 use crate::routes::{
-    api_keys, health, me, sandbox_exec, sandbox_files, sandboxes, tenants, workspaces,
+    api_keys, health, me, sandbox_exec, sandbox_files, sandbox_pty, sandboxes, tenants, workspaces,
 };
 
 /// `?limit=` and `?cursor=` on every list.
@@ -103,6 +103,7 @@ impl Modify for BearerAuth {
         sandbox_files::write,
         sandbox_files::remove,
         sandbox_files::mkdir,
+        sandbox_pty::pty,
     ),
     modifiers(&BearerAuth),
     tags(

@@ -301,6 +301,24 @@ impl Client {
             .await
     }
 
+    /// The WebSocket URL of a sandbox's terminal, `ws://…/v1/sandboxes/{id}/pty`
+    /// (`wss://` for an `https` base), with `query` (already encoded, e.g.
+    /// `cols=120&rows=40`) unless empty. Connect with the key as
+    /// `Authorization: Bearer`.
+    pub fn pty_url(&self, id: &str, query: &str) -> String {
+        let base = match self.base.split_once("://") {
+            Some(("https", rest)) => format!("wss://{rest}"),
+            Some((_, rest)) => format!("ws://{rest}"),
+            None => format!("ws://{}", self.base),
+        };
+        let mut url = format!("{base}/v1/sandboxes/{}/pty", encode(id));
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(query);
+        }
+        url
+    }
+
     pub async fn list_files(&self, id: &str, path: &str) -> Result<List<FileEntry>> {
         self.get(&format!("/v1/sandboxes/{id}/files?path={}", encode(path)))
             .await
@@ -379,5 +397,24 @@ fn api_error(status: u16, text: &str) -> ClientError {
             status,
             body: text.to_owned(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pty_url_switches_the_scheme() {
+        let c = Client::new("http://127.0.0.1:8080/", None);
+        assert_eq!(
+            c.pty_url("sbx_1", "cols=100&rows=30"),
+            "ws://127.0.0.1:8080/v1/sandboxes/sbx_1/pty?cols=100&rows=30"
+        );
+        let c = Client::new("https://api.example/", None);
+        assert_eq!(
+            c.pty_url("my box", ""),
+            "wss://api.example/v1/sandboxes/my%20box/pty"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Host-side client of the agent: one connection per call over the sandbox's
 //! Unix socket.
 
+mod pty;
 mod transport;
 
 use std::{

@@ -43,13 +43,14 @@ pub(crate) struct ExecConfig {
     pub user_home: PathBuf,
 }
 
-struct Account {
-    name: &'static str,
-    home: PathBuf,
-    creds: Option<Credentials>,
+/// Who a command runs as.
+pub(super) struct Account {
+    pub name: &'static str,
+    pub home: PathBuf,
+    pub creds: Option<Credentials>,
 }
 
-fn account(config: &ExecConfig, who: RunAs) -> Account {
+pub(super) fn account(config: &ExecConfig, who: RunAs) -> Account {
     match who {
         RunAs::User => Account {
             name: "user",
@@ -104,20 +105,9 @@ pub(crate) fn start(
         }
     }
     let acct = account(config, req.user);
-    let cwd = working_dir(req.cwd.as_deref(), &acct.home)?;
-    let cwd_c = CString::new(cwd.as_os_str().as_encoded_bytes())
-        .map_err(|_| AgentError::Invalid("cwd contains a NUL byte".into()))?;
+    let cwd_c = working_dir_c(req.cwd.as_deref(), &acct.home)?;
 
-    let mut cmd = Command::new(program);
-    cmd.args(&req.argv[1..])
-        .env_clear()
-        .envs(config.base_env.iter().map(|(k, v)| (k, v)))
-        .env("HOME", &acct.home)
-        .env("USER", acct.name)
-        .env("LOGNAME", acct.name);
-    if !config.base_env.iter().any(|(k, _)| k == "PATH") {
-        cmd.env("PATH", DEFAULT_PATH);
-    }
+    let mut cmd = command(config, &acct, &req.argv);
     cmd.envs(&req.env)
         .stdin(if req.stdin.is_some() {
             Stdio::piped()
@@ -136,7 +126,7 @@ pub(crate) fn start(
         })
         .process_group(0)
         .kill_on_drop(false);
-    child::prepare(&mut cmd, acct.creds, cwd_c);
+    child::prepare(&mut cmd, acct.creds, cwd_c, false);
 
     let child = cmd.spawn().map_err(|e| {
         AgentError::Invalid(format!("cannot start {program:?}: {}", describe_io(&e)))
@@ -157,6 +147,30 @@ pub(crate) fn start(
         pid,
         tracked,
     })
+}
+
+/// `argv` (not empty) with the base environment of `acct`: the agent's
+/// environment, `HOME`, `USER`, `LOGNAME` and a default `PATH`.
+pub(super) fn command(config: &ExecConfig, acct: &Account, argv: &[String]) -> Command {
+    let (program, args) = argv.split_first().map_or(("", &[][..]), |(p, a)| (p, a));
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .envs(config.base_env.iter().map(|(k, v)| (k, v)))
+        .env("HOME", &acct.home)
+        .env("USER", acct.name)
+        .env("LOGNAME", acct.name);
+    if !config.base_env.iter().any(|(k, _)| k == "PATH") {
+        cmd.env("PATH", DEFAULT_PATH);
+    }
+    cmd
+}
+
+/// [`working_dir`] as a C string for the child.
+pub(super) fn working_dir_c(requested: Option<&str>, home: &Path) -> Result<CString, AgentError> {
+    let cwd = working_dir(requested, home)?;
+    CString::new(cwd.as_os_str().as_encoded_bytes())
+        .map_err(|_| AgentError::Invalid("cwd contains a NUL byte".into()))
 }
 
 /// The requested working directory (relative to the home), or the home, or

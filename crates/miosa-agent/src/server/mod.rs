@@ -6,7 +6,10 @@ mod exec;
 mod files;
 mod paths;
 mod processes;
+mod pty;
 mod routes;
+#[allow(unsafe_code)] // `ioctl` for the window size; see the module docs.
+mod tty;
 
 use std::{
     future::Future,

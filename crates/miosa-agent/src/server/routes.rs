@@ -6,6 +6,7 @@ use axum::{
     body::Body,
     extract::{
         rejection::{JsonRejection, PathRejection, QueryRejection},
+        ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade},
         DefaultBodyLimit, Path, Query, State as AxState,
     },
     http::{header, StatusCode},
@@ -18,11 +19,11 @@ use futures_util::stream;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
-use super::{exec, files, State};
+use super::{exec, files, pty, State};
 use crate::{
     protocol::{ErrorBody, ErrorDetail},
     AgentError, ExecEvent, ExecRequest, FileEntry, KillRequest, MkdirRequest, PathQuery,
-    ProcessInfo, Spawned, DEFAULT_EXEC_TIMEOUT,
+    ProcessInfo, PtyRequest, Spawned, DEFAULT_EXEC_TIMEOUT,
 };
 
 /// Exec bodies carry stdin inline (base64).
@@ -48,6 +49,7 @@ pub(super) fn router(state: Arc<State>) -> Router {
                 .layer(DefaultBodyLimit::disable()),
         )
         .route("/files/mkdir", post(mkdir))
+        .route("/pty", get(pty_session))
         .with_state(state)
 }
 
@@ -129,6 +131,22 @@ async fn exec_background(
         0,
     ));
     Ok(Json(Spawned { pid }))
+}
+
+/// Starts the program before answering, so a bad request or a program that
+/// cannot start is an HTTP error rather than a WebSocket that closes at once.
+async fn pty_session(
+    AxState(state): AppState,
+    q: Result<Query<PtyRequest>, QueryRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let req = query(q)?;
+    let ws =
+        ws.map_err(|e| AgentError::Invalid(format!("not a WebSocket upgrade: {}", e.body_text())))?;
+    let session = pty::start(&state.exec, &state.processes, &req)?;
+    Ok(ws
+        .on_failed_upgrade(|e| tracing::warn!(error = %e, "terminal upgrade failed"))
+        .on_upgrade(move |socket| session.serve(socket)))
 }
 
 async fn list_processes(AxState(state): AppState) -> Json<Vec<ProcessInfo>> {

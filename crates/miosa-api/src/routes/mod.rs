@@ -5,6 +5,7 @@ pub mod health;
 pub mod me;
 pub mod sandbox_exec;
 pub mod sandbox_files;
+pub mod sandbox_pty;
 pub mod sandboxes;
 pub mod tenants;
 pub mod workspaces;
@@ -84,6 +85,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(sandbox_files::MAX_UPLOAD_BYTES)),
         )
         .route("/v1/sandboxes/{id}/files/mkdir", post(sandbox_files::mkdir))
+        .route("/v1/sandboxes/{id}/pty", get(sandbox_pty::pty))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
