@@ -1,4 +1,5 @@
 //! Exec through the client against an in-process agent.
+#![allow(clippy::expect_used)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The file API through the client.
+#![allow(clippy::expect_used)]
 
 mod common;
 

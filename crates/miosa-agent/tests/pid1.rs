@@ -4,6 +4,7 @@
 //!
 //! Custom `main` (harness = false): the same binary is the agent inside the
 //! namespace when `AGENT_SOCKET` is set.
+#![allow(clippy::expect_used)]
 #![allow(clippy::unwrap_used)]
 
 use std::{

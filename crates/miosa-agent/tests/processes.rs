@@ -1,4 +1,5 @@
 //! Background commands, the process list and signals.
+#![allow(clippy::expect_used)]
 
 mod common;
 

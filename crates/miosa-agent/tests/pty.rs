@@ -1,4 +1,5 @@
 //! Terminal sessions over the agent's WebSocket.
+#![allow(clippy::expect_used)]
 
 mod common;
 

@@ -8,6 +8,8 @@
 //! [`system`], which needs an empty one. This is test support: panicking
 //! (`expect`, `assert!`) is how it reports.
 #![forbid(unsafe_code)]
+// Test support: a failed expectation is the report.
+#![allow(clippy::expect_used)]
 
 mod api_keys;
 pub mod fixtures;

@@ -1,5 +1,6 @@
 //! The backend-conformance story on PostgreSQL, each area on a fresh
 //! database of the test cluster (`MIOSA_TEST_DATABASE_URL`).
+#![allow(clippy::expect_used)]
 
 use miosa_store::Store;
 use miosa_store_conformance::fixtures::new_tenant;

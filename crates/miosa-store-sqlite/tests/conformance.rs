@@ -1,5 +1,6 @@
 //! The backend-conformance story on SQLite, each area on a fresh database
 //! file in a temporary directory.
+#![allow(clippy::expect_used)]
 
 use miosa_store::Store;
 use miosa_store_conformance::fixtures::new_tenant;

@@ -1,4 +1,5 @@
 //! An agent served in-process on a socket in a temporary directory.
+#![allow(clippy::expect_used)]
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::{path::Path, time::Duration};
