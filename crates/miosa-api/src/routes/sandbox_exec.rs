@@ -12,10 +12,13 @@ use axum::{
     Json,
 };
 use futures_util::StreamExt;
-use miosa_agent::{ExecEvent, ExecRequest, RunAs, Signal};
+use miosa_agent::{ExecEvent, ExecRequest, Signal};
 use serde::{Deserialize, Serialize};
 
-use super::{sandboxes::agent_of, ListResponse};
+use super::{
+    sandboxes::{agent_of, run_as},
+    ListResponse,
+};
 use crate::{
     auth::TenantCaller,
     error::{ApiError, ApiResult, ErrorBody},
@@ -84,11 +87,7 @@ fn to_request(input: Exec) -> Result<(ExecRequest, bool), ApiError> {
     if argv.iter().any(|a| a.contains('\0')) {
         return Err(ApiError::invalid("argv", "must not contain NUL"));
     }
-    let user = match input.user.as_deref() {
-        None | Some("user") => RunAs::User,
-        Some("root") => RunAs::Root,
-        Some(_) => return Err(ApiError::invalid("user", "must be `user` or `root`")),
-    };
+    let user = run_as(input.user.as_deref())?;
     let env = miosa_core::sandbox::env("env", &input.env.unwrap_or_default())?;
     let timeout = match input.timeout_seconds {
         Some(0) => return Err(ApiError::invalid("timeout_seconds", "must be at least 1")),
@@ -214,10 +213,7 @@ pub async fn processes(
             .map(|p| ProcessView {
                 pid: p.pid,
                 argv: p.argv,
-                user: match p.user {
-                    RunAs::User => "user",
-                    RunAs::Root => "root",
-                },
+                user: p.user.as_str(),
                 started_at: p.started_at,
                 background: p.background,
             })

@@ -10,10 +10,13 @@ use axum::{
     Json,
 };
 use futures_util::TryStreamExt;
-use miosa_agent::{FileBody, FileType, RunAs};
+use miosa_agent::FileBody;
 use serde::{Deserialize, Serialize};
 
-use super::{sandboxes::agent_of, ListResponse};
+use super::{
+    sandboxes::{agent_of, run_as},
+    ListResponse,
+};
 use crate::{
     auth::TenantCaller,
     error::{ApiError, ApiResult, ErrorBody},
@@ -40,15 +43,6 @@ pub struct FileEntryView {
     pub modified_at: time::OffsetDateTime,
 }
 
-fn type_name(t: FileType) -> &'static str {
-    match t {
-        FileType::File => "file",
-        FileType::Dir => "dir",
-        FileType::Symlink => "symlink",
-        FileType::Other => "other",
-    }
-}
-
 fn path_param(query: &QueryParams) -> Result<String, ApiError> {
     let path = query
         .get("path")?
@@ -60,14 +54,6 @@ fn path_param(query: &QueryParams) -> Result<String, ApiError> {
         ));
     }
     Ok(path)
-}
-
-fn run_as(query: &QueryParams) -> Result<RunAs, ApiError> {
-    match query.get("user")?.as_deref() {
-        None | Some("user") => Ok(RunAs::User),
-        Some("root") => Ok(RunAs::Root),
-        Some(_) => Err(ApiError::invalid("user", "must be `user` or `root`")),
-    }
 }
 
 /// Lists a directory (entries are not followed through symlinks).
@@ -91,7 +77,7 @@ pub async fn list(
             .map(|e| FileEntryView {
                 name: e.name,
                 path: e.path,
-                kind: type_name(e.file_type),
+                kind: e.file_type.as_str(),
                 size: e.size,
                 mode: e.mode,
                 modified_at: e.modified_at,
@@ -141,7 +127,7 @@ pub async fn write(
 ) -> ApiResult<StatusCode> {
     query.allow_only(&["path", "user", "workspace_id"])?;
     let path = path_param(&query)?;
-    let user = run_as(&query)?;
+    let user = run_as(query.get("user")?.as_deref())?;
     let agent = agent_of(&state, &caller, &id, &query).await?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     agent
@@ -196,11 +182,7 @@ pub async fn mkdir(
             "must be a non-empty path without NUL",
         ));
     }
-    let user = match input.user.as_deref() {
-        None | Some("user") => RunAs::User,
-        Some("root") => RunAs::Root,
-        Some(_) => return Err(ApiError::invalid("user", "must be `user` or `root`")),
-    };
+    let user = run_as(input.user.as_deref())?;
     let agent = agent_of(&state, &caller, &id, &query).await?;
     agent.mkdir(&input.path, user).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -19,11 +19,11 @@ use miosa_agent::{
         tungstenite::{self, protocol::frame::coding::CloseCode},
         WebSocketStream,
     },
-    AgentError, PtyRequest, RunAs,
+    AgentError, PtyRequest,
 };
 use tokio::net::UnixStream;
 
-use super::sandboxes::agent_of;
+use super::sandboxes::{agent_of, run_as};
 use crate::{
     auth::TenantCaller,
     error::{ApiError, ApiResult, ErrorBody, ErrorDetail},
@@ -80,11 +80,7 @@ fn text(query: &QueryParams, name: &str) -> ApiResult<Option<String>> {
 
 fn to_request(query: &QueryParams) -> ApiResult<PtyRequest> {
     query.allow_only(&["cols", "rows", "user", "cwd", "cmd", "workspace_id"])?;
-    let user = match query.get("user")?.as_deref() {
-        None | Some("user") => RunAs::User,
-        Some("root") => RunAs::Root,
-        Some(_) => return Err(ApiError::invalid("user", "must be `user` or `root`")),
-    };
+    let user = run_as(query.get("user")?.as_deref())?;
     Ok(PtyRequest {
         cols: dimension(query, "cols", DEFAULT_PTY_COLS)?,
         rows: dimension(query, "rows", DEFAULT_PTY_ROWS)?,
@@ -261,6 +257,7 @@ mod tests {
     use axum::extract::FromRequestParts;
 
     use super::*;
+    use miosa_agent::RunAs;
 
     async fn parse(q: &str) -> ApiResult<PtyRequest> {
         let (mut parts, ()) = axum::http::Request::builder()

@@ -124,6 +124,15 @@ pub fn workspace_hint(query: &QueryParams) -> Result<Option<WorkspaceId>, ApiErr
         .transpose()
 }
 
+/// The account a command or file operation runs as: `user` (default) or `root`.
+pub fn run_as(value: Option<&str>) -> Result<miosa_agent::RunAs, ApiError> {
+    match value {
+        None | Some("user") => Ok(miosa_agent::RunAs::User),
+        Some("root") => Ok(miosa_agent::RunAs::Root),
+        Some(_) => Err(ApiError::invalid("user", "must be `user` or `root`")),
+    }
+}
+
 /// The agent of a running sandbox the caller may use (404/409 otherwise).
 pub async fn agent_of(
     state: &AppState,
