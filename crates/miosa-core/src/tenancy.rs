@@ -45,6 +45,18 @@ impl KeyScope {
             KeyScope::Workspace(ws) => Some(ws),
         }
     }
+
+    /// Rebuilds a scope from its stored columns (`scope`, `workspace_id`);
+    /// the error says what is inconsistent.
+    pub fn from_columns(scope: &str, workspace_id: Option<&str>) -> Result<Self, String> {
+        match (scope, workspace_id) {
+            ("admin", None) => Ok(KeyScope::Admin),
+            ("workspace", Some(ws)) => WorkspaceId::parse(ws)
+                .map(KeyScope::Workspace)
+                .map_err(|e| format!("workspace_id {ws:?}: {e}")),
+            (scope, ws) => Err(format!("scope {scope:?} with workspace {ws:?}")),
+        }
+    }
 }
 
 /// An API key record. The key itself is never stored.
@@ -121,6 +133,20 @@ pub fn issue_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scope_from_columns() {
+        let ws = WorkspaceId::generate();
+        assert_eq!(KeyScope::from_columns("admin", None), Ok(KeyScope::Admin));
+        assert_eq!(
+            KeyScope::from_columns("workspace", Some(ws.as_str())),
+            Ok(KeyScope::Workspace(ws.clone()))
+        );
+        assert!(KeyScope::from_columns("admin", Some(ws.as_str())).is_err());
+        assert!(KeyScope::from_columns("workspace", None).is_err());
+        assert!(KeyScope::from_columns("workspace", Some("ten_x")).is_err());
+        assert!(KeyScope::from_columns("root", None).is_err());
+    }
 
     #[test]
     fn issued_key_matches_its_scope_and_hash() {

@@ -24,16 +24,8 @@ struct KeyRow {
 
 impl KeyRow {
     fn into_key(self) -> StoreResult<ApiKey> {
-        let scope = match (self.scope.as_str(), self.workspace_id) {
-            ("admin", None) => KeyScope::Admin,
-            ("workspace", Some(ws)) => KeyScope::Workspace(id(TABLE, &ws)?),
-            (scope, ws) => {
-                return Err(corrupt(
-                    TABLE,
-                    format!("scope {scope:?} with workspace {ws:?}"),
-                ))
-            }
-        };
+        let scope = KeyScope::from_columns(&self.scope, self.workspace_id.as_deref())
+            .map_err(|reason| corrupt(TABLE, reason))?;
         Ok(ApiKey {
             id: id(TABLE, &self.id)?,
             tenant_id: id(TABLE, &self.tenant_id)?,
