@@ -271,6 +271,10 @@ async fn exec_modes() {
         (json!({"command": "x", "argv": ["y"]}), "command"),
         (json!({"argv": []}), "argv"),
         (json!({"command": "x", "user": "admin"}), "user"),
+        // Refused by the agent: the error names the parameter, not a file path.
+        (json!({"command": "true", "cwd": "/no/such/dir"}), "cwd"),
+        (json!({"argv": ["/no/such/program"]}), "argv"),
+        (json!({"argv": ["true"], "cwd": "/etc/passwd"}), "cwd"),
     ] {
         let e = exec(body).await.unwrap_err();
         assert_eq!((e.status(), e.field()), (Some(422), Some(field)));

@@ -16,7 +16,7 @@ use miosa_agent::{ExecEvent, ExecRequest, Signal};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    sandboxes::{agent_of, run_as},
+    sandboxes::{agent_of, run_as, start_refusal},
     ListResponse,
 };
 use crate::{
@@ -71,7 +71,14 @@ pub struct Started {
     pub pid: u32,
 }
 
-fn to_request(input: Exec) -> Result<(ExecRequest, bool), ApiError> {
+/// The request, whether it runs in the background, and which parameter
+/// named the program (for refusals).
+fn to_request(input: Exec) -> Result<(ExecRequest, bool, &'static str), ApiError> {
+    let program_field = if input.command.is_some() {
+        "command"
+    } else {
+        "argv"
+    };
     let argv = match (input.command, input.argv) {
         (Some(c), None) => vec!["/bin/sh".into(), "-c".into(), c],
         (None, Some(a)) if !a.is_empty() => a,
@@ -112,6 +119,7 @@ fn to_request(input: Exec) -> Result<(ExecRequest, bool), ApiError> {
             max_output_bytes: MAX_OUTPUT_BYTES,
         },
         input.background,
+        program_field,
     ))
 }
 
@@ -132,10 +140,11 @@ pub async fn exec(
     JsonBody(input): JsonBody<Exec>,
 ) -> ApiResult<Response> {
     query.allow_only(&["workspace_id"])?;
-    let (req, background) = to_request(input)?;
+    let (req, background, program_field) = to_request(input)?;
+    let refused = |e| start_refusal(e, program_field);
     let agent = agent_of(&state, &caller, &id, &query).await?;
     if background {
-        let pid = agent.spawn(&req).await?;
+        let pid = agent.spawn(&req).await.map_err(refused)?;
         return Ok(Json(Started { pid }).into_response());
     }
     let wants_stream = headers
@@ -143,7 +152,7 @@ pub async fn exec(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
     if wants_stream {
-        let events = agent.exec_stream(&req).await?;
+        let events = agent.exec_stream(&req).await.map_err(refused)?;
         let sse = events.filter_map(|e| async move {
             let event = match e {
                 Ok(ExecEvent::Stdout(b)) => Event::default()
@@ -169,7 +178,7 @@ pub async fn exec(
             .keep_alive(KeepAlive::default())
             .into_response());
     }
-    let out = agent.exec(&req).await?;
+    let out = agent.exec(&req).await.map_err(refused)?;
     Ok(Json(ExecResult {
         exit_code: out.exit_code,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -19,11 +19,11 @@ use miosa_agent::{
         tungstenite::{self, protocol::frame::coding::CloseCode},
         WebSocketStream,
     },
-    AgentError, PtyRequest,
+    PtyRequest,
 };
 use tokio::net::UnixStream;
 
-use super::sandboxes::{agent_of, run_as};
+use super::sandboxes::{agent_of, run_as, start_refusal};
 use crate::{
     auth::TenantCaller,
     error::{ApiError, ApiResult, ErrorBody, ErrorDetail},
@@ -90,25 +90,6 @@ fn to_request(query: &QueryParams) -> ApiResult<PtyRequest> {
     })
 }
 
-/// The agent refuses a session with `invalid` when the directory or the
-/// program is unusable; name the parameter that caused it.
-fn start_error(e: AgentError) -> ApiError {
-    match e {
-        AgentError::Invalid(m) => {
-            let field = ["cols", "rows", "cwd"]
-                .into_iter()
-                .find(|f| m.starts_with(f))
-                .unwrap_or(if m.starts_with("cannot start in") {
-                    "cwd"
-                } else {
-                    "cmd"
-                });
-            ApiError::invalid(field, m)
-        }
-        other => other.into(),
-    }
-}
-
 /// Not a (valid) WebSocket handshake: 426 Upgrade Required in the error
 /// contract.
 fn websocket_required(e: &WebSocketUpgradeRejection) -> Response {
@@ -168,7 +149,7 @@ pub async fn pty(
     let agent = agent_of(&state, &caller, &id, &query).await?;
     // The program starts before the browser's upgrade, so a refusal is
     // still an HTTP error.
-    let session = agent.pty(&req).await.map_err(start_error)?;
+    let session = agent.pty(&req).await.map_err(|e| start_refusal(e, "cmd"))?;
     Ok(upgrade
         .on_failed_upgrade(|e| tracing::warn!(error = %e, "terminal upgrade failed"))
         .on_upgrade(move |socket| async move {
@@ -257,7 +238,7 @@ mod tests {
     use axum::extract::FromRequestParts;
 
     use super::*;
-    use miosa_agent::RunAs;
+    use miosa_agent::{AgentError, RunAs};
 
     async fn parse(q: &str) -> ApiResult<PtyRequest> {
         let (mut parts, ()) = axum::http::Request::builder()
@@ -305,7 +286,7 @@ mod tests {
 
     #[test]
     fn agent_refusals_name_the_parameter() {
-        let f = |m: &str| match start_error(AgentError::Invalid(m.into())) {
+        let f = |m: &str| match start_refusal(AgentError::Invalid(m.into()), "cmd") {
             ApiError::Invalid { field, .. } => field,
             other => panic!("{other:?}"),
         };
@@ -313,7 +294,7 @@ mod tests {
         assert_eq!(f("rows must be between 1 and 1000"), "rows");
         assert_eq!(f("cannot start \"/bin/sh\": Permission denied"), "cmd");
         assert!(matches!(
-            start_error(AgentError::NotFound("x".into())),
+            start_refusal(AgentError::NotFound("x".into()), "cmd"),
             ApiError::NotFoundMessage(_)
         ));
     }

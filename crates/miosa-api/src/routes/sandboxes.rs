@@ -133,6 +133,27 @@ pub fn run_as(value: Option<&str>) -> Result<miosa_agent::RunAs, ApiError> {
     }
 }
 
+/// The agent refuses to start a command (exec or PTY) with `invalid` when a
+/// size, the working directory or the program is unusable; name the request
+/// parameter that caused it. `program_field` is the parameter that named the
+/// program (`argv`, `command`, `cmd`).
+pub fn start_refusal(e: miosa_agent::AgentError, program_field: &'static str) -> ApiError {
+    match e {
+        miosa_agent::AgentError::Invalid(m) => {
+            let field = ["cols", "rows", "cwd"]
+                .into_iter()
+                .find(|f| m.starts_with(f))
+                .unwrap_or(if m.starts_with("cannot start in") {
+                    "cwd"
+                } else {
+                    program_field
+                });
+            ApiError::invalid(field, m)
+        }
+        other => other.into(),
+    }
+}
+
 /// The agent of a running sandbox the caller may use (404/409 otherwise).
 pub async fn agent_of(
     state: &AppState,
