@@ -41,8 +41,9 @@ impl Sandboxes {
         };
         if let Err(e) = self.runtime.create(&spec).await {
             tracing::error!(sandbox = %sandbox.id, error = %e, "sandbox failed to start");
-            // The runtime removed what it made; retire the row so the name is free.
-            let _ = self.runtime.destroy(sandbox.id.as_str()).await;
+            // `Runtime::create` removes what it made on failure (and must not
+            // be followed by a destroy: on `AlreadyExists` that would remove
+            // the other sandbox). Retire the row so the name is free.
             self.store
                 .transition_sandbox(
                     &sandbox.tenant_id,
