@@ -114,9 +114,7 @@ pub async fn run(cmd: SandboxCommand) -> anyhow::Result<i32> {
                 "metadata": pairs("metadata", &metadata)?, "env": pairs("env", &env)?,
                 "timeout_seconds": timeout, "cpu": cpu, "memory_mb": memory_mb,
             });
-            if let Value::Object(m) = &mut body {
-                m.retain(|_, v| !v.is_null());
-            }
+            drop_nulls(&mut body);
             if !json {
                 eprintln!("creating sandbox…");
             }
@@ -151,9 +149,7 @@ pub async fn run(cmd: SandboxCommand) -> anyhow::Result<i32> {
             json,
         } => {
             let mut body = json!({ "command": command, "user": user, "timeout_seconds": timeout });
-            if let Value::Object(m) = &mut body {
-                m.retain(|_, v| !v.is_null());
-            }
+            drop_nulls(&mut body);
             let r = c.exec(&id, &body).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
@@ -177,6 +173,13 @@ pub async fn run(cmd: SandboxCommand) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Leaves unset flags out of a request body, so the server's defaults apply.
+fn drop_nulls(body: &mut Value) {
+    if let Value::Object(m) = body {
+        m.retain(|_, v| !v.is_null());
+    }
 }
 
 fn print_one(s: &Sandbox, json: bool) -> anyhow::Result<()> {

@@ -18,8 +18,6 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Set on the first start of a new database.
     pub bootstrap: Option<init::BootstrapReport>,
-    /// What start-up reconciliation found (`None` with sandboxes off).
-    pub reconcile: Option<miosa_sandboxes::ReconcileReport>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     reaper: Option<JoinHandle<()>>,
@@ -33,12 +31,16 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         .context("cannot open the database")?;
     let (keys, bootstrap) = init::prepare(config, store.as_ref()).await?;
     let backend = store.backend();
-    let (sandboxes, reconcile) = match config.sandboxes {
-        true => {
-            let (s, report) = start_sandboxes(config, store.clone()).await?;
-            (Some(s), Some(report))
-        }
-        false => (None, None),
+    // Bind before starting sandboxes: a taken port fails fast and leaves no
+    // reaper behind.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let sandboxes = if config.sandboxes {
+        Some(start_sandboxes(config, store.clone()).await?)
+    } else {
+        None
     };
     let reaper = sandboxes.clone().map(|s| s.spawn_reaper(REAPER_EVERY));
     let state = AppState {
@@ -46,10 +48,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         keys: Arc::new(keys),
         sandboxes,
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
     let app = miosa_api::router(state);
     let task = tokio::spawn(async move {
@@ -63,7 +61,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     Ok(Server {
         addr,
         bootstrap,
-        reconcile,
         shutdown: Some(tx),
         task,
         reaper,
@@ -74,10 +71,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
 async fn start_sandboxes(
     config: &Config,
     store: Arc<dyn miosa_store::Store>,
-) -> anyhow::Result<(
-    Arc<miosa_sandboxes::Sandboxes>,
-    miosa_sandboxes::ReconcileReport,
-)> {
+) -> anyhow::Result<Arc<miosa_sandboxes::Sandboxes>> {
     let agent_binary = match &config.agent_binary {
         Some(p) => p.clone(),
         None => std::env::current_exe().context("cannot find this executable for the agent")?,
@@ -103,7 +97,7 @@ async fn start_sandboxes(
             "reconciled sandboxes with this host"
         );
     }
-    Ok((sandboxes, report))
+    Ok(sandboxes)
 }
 
 impl Server {
