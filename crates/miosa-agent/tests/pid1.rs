@@ -19,7 +19,10 @@ const AGENT_SOCKET: &str = "MIOSA_AGENT_TEST_PID1_SOCKET";
 
 fn main() -> ExitCode {
     if let Some(socket) = std::env::var_os(AGENT_SOCKET) {
-        return miosa_agent::run(socket.into());
+        // The host's network namespace: no fixed port for the egress bridge.
+        let mut args = miosa_agent::AgentArgs::new(socket.into());
+        args.egress_listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        return miosa_agent::run_with(args);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

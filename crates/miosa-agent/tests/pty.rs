@@ -198,7 +198,8 @@ async fn command_as_root_in_a_directory() {
         rows: 11,
         user: RunAs::Root,
         cwd: Some(path_str(agent.dir.path())),
-        cmd: Some("id -u; pwd; stty size; printf 'no newline'".into()),
+        cmd: Some("id -u; pwd; stty size; printf \"$PTY_VAR\"; printf 'no newline'".into()),
+        env: [("PTY_VAR".to_string(), "from-env:".to_string())].into(),
     };
     let (mut term, _) = Term::open(&agent.client, &req).await;
     let exit = term.exit().await;
@@ -209,7 +210,10 @@ async fn command_as_root_in_a_directory() {
             signal: None
         }
     );
-    let expected = format!("0\r\n{}\r\n11 33\r\nno newline", path_str(agent.dir.path()));
+    let expected = format!(
+        "0\r\n{}\r\n11 33\r\nfrom-env:no newline",
+        path_str(agent.dir.path())
+    );
     assert_eq!(term.output, expected);
 }
 

@@ -110,6 +110,29 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<miosa_secrets::SecretsError> for ApiError {
+    fn from(e: miosa_secrets::SecretsError) -> Self {
+        use miosa_secrets::SecretsError as E;
+        match e {
+            E::Invalid(f) => f.into(),
+            E::NotFound => ApiError::NotFound("secret"),
+            E::EndUserCredentialsDisabled => ApiError::Forbidden {
+                code: "end_user_credentials_disabled",
+                message: e.to_string(),
+            },
+            E::Store(StoreError::Conflict { entity, field }) => ApiError::Conflict {
+                code: "conflict",
+                message: format!(
+                    "another {entity} with the same scope and key already uses this {field}"
+                ),
+            },
+            E::Store(s) => s.into(),
+            // Vault errors never carry a value, but keep them opaque anyway.
+            E::Vault(v) => ApiError::Internal(format!("vault: {v}")),
+        }
+    }
+}
+
 impl From<miosa_sandboxes::SandboxError> for ApiError {
     fn from(e: miosa_sandboxes::SandboxError) -> Self {
         use miosa_sandboxes::SandboxError as E;

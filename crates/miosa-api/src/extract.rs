@@ -42,7 +42,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = e.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data => {
-                let message = strip_position(&inner.to_string());
+                let message = redact_input(&strip_position(&inner.to_string()));
                 let field = if path == "." || path.is_empty() {
                     backticked(&message).unwrap_or_else(|| "body".to_owned())
                 } else {
@@ -64,6 +64,32 @@ fn strip_position(msg: &str) -> String {
         Some(i) => msg[..i].to_owned(),
         None => msg.to_owned(),
     }
+}
+
+/// Drops the offending input from serde's "invalid type/value" messages
+/// (`invalid type: string "sk-…", expected a sequence` → `invalid type:
+/// string, expected a sequence`): what was sent may be a secret pasted into
+/// the wrong field, and errors never echo values.
+fn redact_input(msg: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        let Some(rest) = msg.strip_prefix(prefix) else {
+            continue;
+        };
+        let Some(end) = rest.rfind(", expected") else {
+            continue;
+        };
+        let what = &rest[..end];
+        let kind = match [what.find(" `"), what.find(" \"")]
+            .into_iter()
+            .flatten()
+            .min()
+        {
+            Some(i) => &what[..i],
+            None => what,
+        };
+        return format!("{prefix}{kind}{}", &rest[end..]);
+    }
+    msg.to_owned()
 }
 
 /// The first `name` in a message like "missing field `name`".
@@ -155,6 +181,28 @@ mod tests {
             ApiError::Invalid { field, .. } => field,
             other => panic!("expected Invalid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn errors_do_not_echo_what_was_sent() {
+        for body in [
+            &br#"{"name": 12345678901}"#[..],
+            br#"{"name": "x", "count": "sk-secret-value"}"#,
+            br#"{"name": "x", "count": -5}"#,
+            br#"{"name": "x", "count": 1.5}"#,
+        ] {
+            let e = parse_json::<Input>(body).unwrap_err();
+            let text = e.to_string();
+            for leaked in ["12345678901", "sk-secret-value", "-5", "1.5"] {
+                assert!(!text.contains(leaked), "{text}");
+            }
+            assert!(text.contains("expected"), "{text}");
+        }
+        assert_eq!(
+            redact_input("invalid type: string \"a\\\", b\", expected u32"),
+            "invalid type: string, expected u32"
+        );
+        assert_eq!(redact_input("missing field `name`"), "missing field `name`");
     }
 
     #[test]

@@ -8,7 +8,8 @@ use utoipa::{
 };
 
 use crate::routes::{
-    api_keys, health, me, sandbox_exec, sandbox_files, sandbox_pty, sandboxes, tenants, workspaces,
+    api_keys, audit, health, me, sandbox_credentials, sandbox_exec, sandbox_files, sandbox_pty,
+    sandboxes, secrets, settings, tenants, workspaces,
 };
 
 /// `?limit=` and `?cursor=` on every list.
@@ -47,6 +48,38 @@ pub struct SandboxListParams {
     /// `creating`, `running`, `paused`, `error` or `destroyed` (default: all but destroyed).
     #[allow(dead_code)]
     status: Option<String>,
+}
+
+/// Filters for `GET /v1/secrets`; one scope key at most (it implies the scope).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct SecretListParams {
+    /// `sandbox`, `user`, `external_user`, `external_workspace`, `workspace` or `tenant`.
+    scope: Option<String>,
+    name: Option<String>,
+    sandbox_id: Option<String>,
+    owner_user_id: Option<String>,
+    external_user_id: Option<String>,
+    external_workspace_id: Option<String>,
+    workspace_id: Option<String>,
+}
+
+/// Filters for `GET /v1/audit` and its export; all must match.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct AuditParams {
+    /// From this time on (inclusive): `7d`, `24h`, `30m`, `90s` ago, or RFC 3339.
+    since: Option<String>,
+    /// Before this time (exclusive), same forms as `since`.
+    until: Option<String>,
+    external_user_id: Option<String>,
+    external_workspace_id: Option<String>,
+    external_project_id: Option<String>,
+    sandbox_id: Option<String>,
+    /// e.g. `egress.request`, `sandbox.created`, `secret.set`.
+    action: Option<String>,
 }
 
 struct BearerAuth;
@@ -104,6 +137,17 @@ impl Modify for BearerAuth {
         sandbox_files::remove,
         sandbox_files::mkdir,
         sandbox_pty::pty,
+        sandbox_credentials::credentials,
+        secrets::set,
+        secrets::list,
+        secrets::get,
+        secrets::disable,
+        secrets::enable,
+        secrets::delete,
+        settings::get,
+        settings::update,
+        audit::list,
+        audit::export,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -113,6 +157,9 @@ impl Modify for BearerAuth {
         (name = "keys", description = "API keys and identity"),
         (name = "sandboxes", description = "Isolated sandboxes: lifecycle, exec, processes"),
         (name = "files", description = "Files inside a sandbox"),
+        (name = "secrets", description = "Write-only secrets, injected by the egress proxy"),
+        (name = "settings", description = "Tenant security settings"),
+        (name = "audit", description = "The hash-chained audit log"),
     )
 )]
 pub struct ApiDoc;

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
+use miosa_audit::AuditLog;
 use miosa_core::{KeyHash, Pepper};
 use miosa_sandboxes::Sandboxes;
+use miosa_secrets::Secrets;
 use miosa_store::Store;
 
 use crate::ApiError;
@@ -15,6 +17,8 @@ pub struct AppState {
     pub keys: Arc<KeyConfig>,
     /// `None` when the sandbox runtime is switched off in config.
     pub sandboxes: Option<Arc<Sandboxes>>,
+    pub secrets: Arc<Secrets>,
+    pub audit: AuditLog,
 }
 
 impl AppState {

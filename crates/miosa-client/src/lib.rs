@@ -233,6 +233,55 @@ impl Client {
             .map(|_| ())
     }
 
+    // --- secrets, settings, audit ------------------------------------------
+
+    /// `body` is the JSON of `POST /v1/secrets`. Returns metadata only.
+    pub async fn set_secret(&self, body: &Value) -> Result<Secret> {
+        self.call(Method::POST, "/v1/secrets", Some(body)).await
+    }
+
+    /// `query` is the raw query string without `?`.
+    pub async fn list_secrets(&self, query: &str) -> Result<List<Secret>> {
+        self.get(&with_query("/v1/secrets", query)).await
+    }
+
+    pub async fn get_secret(&self, id: &str) -> Result<Secret> {
+        self.get(&format!("/v1/secrets/{id}")).await
+    }
+
+    /// `action` is `disable` or `enable`.
+    pub async fn secret_action(&self, id: &str, action: &str) -> Result<Secret> {
+        self.call(
+            Method::POST,
+            &format!("/v1/secrets/{id}/{action}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn delete_secret(&self, id: &str) -> Result<()> {
+        self.call::<Option<Value>>(Method::DELETE, &format!("/v1/secrets/{id}"), None::<&()>)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn sandbox_credentials(&self, id: &str) -> Result<List<Value>> {
+        self.get(&format!("/v1/sandboxes/{id}/credentials")).await
+    }
+
+    pub async fn settings(&self) -> Result<Value> {
+        self.get("/v1/settings").await
+    }
+
+    pub async fn update_settings(&self, body: &Value) -> Result<Value> {
+        self.call(Method::PATCH, "/v1/settings", Some(body)).await
+    }
+
+    /// `query` is the raw query string without `?` (filters, limit, cursor).
+    pub async fn list_audit(&self, query: &str) -> Result<List<AuditEvent>> {
+        self.get(&with_query("/v1/audit", query)).await
+    }
+
     // --- sandboxes --------------------------------------------------------
 
     /// `body` is the JSON of `POST /v1/sandboxes` (every field optional).
@@ -364,6 +413,15 @@ impl Client {
 }
 
 /// Percent-encodes a query value.
+fn with_query(path: &str, query: &str) -> String {
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+/// Percent-encodes a query or path component.
 pub fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {

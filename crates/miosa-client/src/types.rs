@@ -132,3 +132,76 @@ pub struct FileEntry {
     pub mode: String,
     pub modified_at: String,
 }
+
+/// A secret's metadata (values are never returned).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Secret {
+    pub id: String,
+    pub name: String,
+    pub scope: String,
+    pub sandbox_id: Option<String>,
+    pub owner_user_id: Option<String>,
+    pub external_user_id: Option<String>,
+    pub external_workspace_id: Option<String>,
+    pub workspace_id: Option<String>,
+    pub expose_as_env: String,
+    pub allowed_hosts: Vec<String>,
+    pub version: u32,
+    pub enabled: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Secret {
+    /// The scope's key (`None` for tenant scope).
+    pub fn scope_key(&self) -> Option<&str> {
+        self.sandbox_id
+            .as_deref()
+            .or(self.owner_user_id.as_deref())
+            .or(self.external_user_id.as_deref())
+            .or(self.external_workspace_id.as_deref())
+            .or(self.workspace_id.as_deref())
+    }
+}
+
+/// A proxied request in an audit row.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct AuditRequest {
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub status: Option<u16>,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub duration_ms: u64,
+}
+
+/// The secret that resolved for an audit row.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct AuditCredential {
+    pub secret_id: String,
+    pub name: String,
+    pub scope: String,
+}
+
+/// One audit row.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub id: String,
+    pub time: String,
+    pub action: String,
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    pub sandbox_id: Option<String>,
+    pub workspace_id: Option<String>,
+    pub owner_user_id: Option<String>,
+    pub external_user_id: Option<String>,
+    pub external_workspace_id: Option<String>,
+    pub external_project_id: Option<String>,
+    pub request: Option<AuditRequest>,
+    pub credential: Option<AuditCredential>,
+    pub outcome: String,
+    pub seq: i64,
+    pub prev_hash: String,
+    pub hash: String,
+}

@@ -151,6 +151,16 @@ typed_id!(
     SandboxId,
     "sbx"
 );
+typed_id!(
+    /// A secret (its metadata; values are never addressable).
+    SecretId,
+    "sec"
+);
+typed_id!(
+    /// One row of the audit log.
+    AuditId,
+    "aud"
+);
 
 #[cfg(test)]
 mod tests {

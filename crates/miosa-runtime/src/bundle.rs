@@ -9,13 +9,17 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{SandboxSpec, CPU_PERIOD_US};
+use crate::egress::{self, SYSTEM_CA_BUNDLE};
 use crate::error::{Result, RuntimeError};
+use crate::layout::CA_BUNDLE;
 use crate::seccomp::{self, Seccomp};
 
 /// Where the agent binary appears inside the sandbox.
 pub(crate) const AGENT_PATH: &str = "/opt/miosa/miosa";
 /// Where the per-sandbox run dir (holding the agent socket) appears inside.
 pub(crate) const RUN_DIR: &str = "/run/miosa";
+/// The host's public certificates, bound read-only into every sandbox.
+const CERTS_DIR: &str = "/etc/ssl/certs";
 
 /// Open files per process in the sandbox (soft and hard).
 const NOFILE_LIMIT: u64 = 65_536;
@@ -319,7 +323,7 @@ impl BaseSpec {
                 .map(|dir| ro_bind(&format!("/{dir}"), &format!("/{dir}"))),
         );
         // Only the public certificates: /etc/ssl/private holds host keys.
-        mounts.push(ro_bind("/etc/ssl/certs", "/etc/ssl/certs"));
+        mounts.push(ro_bind(CERTS_DIR, CERTS_DIR));
         mounts.push(ro_bind("/etc/alternatives", "/etc/alternatives"));
         mounts.push(mount(
             AGENT_PATH,
@@ -416,10 +420,34 @@ impl BaseSpec {
     pub(crate) fn instantiate(&self, sandbox: &SandboxSpec, run_dir: &Path) -> Spec {
         let mut spec = self.spec.clone();
         spec.hostname.clone_from(&sandbox.hostname);
-        spec.process.env = merged_env(&sandbox.env);
         if let Some(run) = spec.mounts.iter_mut().find(|m| m.destination == RUN_DIR) {
             run.source = run_dir.to_string_lossy().into_owned();
         }
+        let egress_env = if sandbox.egress_ca_pem.is_some() {
+            // runc mounts in order: the file bind must come after the
+            // directory bind it sits in, or the directory would hide it.
+            // The host file is its mount point (no file can be created in
+            // the read-only directory).
+            let bundle = run_dir.join(CA_BUNDLE).to_string_lossy().into_owned();
+            let after_certs = spec
+                .mounts
+                .iter()
+                .position(|m| m.destination == CERTS_DIR)
+                .map_or(spec.mounts.len(), |i| i + 1);
+            spec.mounts.insert(
+                after_certs,
+                mount(
+                    SYSTEM_CA_BUNDLE,
+                    "bind",
+                    &bundle,
+                    &["bind", "ro", "nosuid", "nodev", "noexec"],
+                ),
+            );
+            egress::env()
+        } else {
+            Vec::new()
+        };
+        spec.process.env = merged_env(&[&egress_env, &sandbox.env]);
         spec.linux.cgroups_path = cgroups_path(&sandbox.id);
         let memory = sandbox.memory_bytes();
         spec.linux.resources.memory = Memory {
@@ -442,13 +470,13 @@ pub(crate) fn cgroups_path(id: &str) -> String {
     format!("/miosa/{id}")
 }
 
-/// Base environment with the sandbox's variables on top (later wins, no duplicates).
-fn merged_env(extra: &[(String, String)]) -> Vec<String> {
+/// Base environment with `layers` on top (later wins, no duplicates).
+fn merged_env(layers: &[&[(String, String)]]) -> Vec<String> {
     let mut env: Vec<(String, String)> = BASE_ENV
         .iter()
         .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
         .collect();
-    for (key, value) in extra {
+    for (key, value) in layers.iter().flat_map(|layer| layer.iter()) {
         match env.iter_mut().find(|(k, _)| k == key) {
             Some(slot) => slot.1.clone_from(value),
             None => env.push((key.clone(), value.clone())),
@@ -482,6 +510,7 @@ mod tests {
             ],
             cpu: 0.5,
             memory_mb: 256,
+            egress_ca_pem: None,
         }
     }
 
@@ -602,6 +631,60 @@ mod tests {
         assert_eq!(spec.process.oom_score_adj, None);
         assert_eq!(spec.process.rlimits[0].hard, 4096);
         assert_eq!(spec.process.rlimits[0].soft, 4096);
+    }
+
+    #[test]
+    fn egress_binds_the_bundle_over_the_system_one_and_sets_the_proxy_env() {
+        let mut sbx = sandbox();
+        sbx.egress_ca_pem = Some("-----BEGIN CERTIFICATE-----\n".into());
+        sbx.env.push(("NO_PROXY".into(), "internal.test".into()));
+        let spec = base(&[], true).instantiate(&sbx, Path::new("/data/sandboxes/x/run"));
+        let at = |dest: &str| spec.mounts.iter().position(|m| m.destination == dest);
+        let certs = at("/etc/ssl/certs").unwrap();
+        let bundle = at("/etc/ssl/certs/ca-certificates.crt").unwrap();
+        assert_eq!(bundle, certs + 1, "the file bind follows its directory");
+        let m = &spec.mounts[bundle];
+        assert_eq!(m.source, "/data/sandboxes/x/run/ca-bundle.pem");
+        assert_eq!(m.kind, "bind");
+        assert!(m.options.iter().any(|o| o == "ro"));
+        let env = &spec.process.env;
+        assert!(env.contains(&"HTTPS_PROXY=http://127.0.0.1:3128".to_string()));
+        assert!(env.contains(&"NODE_EXTRA_CA_CERTS=/run/miosa/egress-ca.pem".to_string()));
+        assert!(env.contains(&"NODE_OPTIONS=--require /run/miosa/node-egress.js".to_string()));
+        assert!(env.contains(&"FOO=1".to_string()));
+        // The caller's variables win over the defaults.
+        assert!(env.contains(&"NO_PROXY=internal.test".to_string()));
+        assert!(!env.contains(&"NO_PROXY=localhost,127.0.0.1".to_string()));
+        assert!(env.contains(&"no_proxy=localhost,127.0.0.1".to_string()));
+        sbx.env
+            .push(("NODE_OPTIONS".into(), "--no-warnings".into()));
+        let spec = base(&[], true).instantiate(&sbx, Path::new("/r"));
+        let node: Vec<_> = spec
+            .process
+            .env
+            .iter()
+            .filter(|e| e.starts_with("NODE_OPTIONS="))
+            .collect();
+        assert_eq!(node, ["NODE_OPTIONS=--no-warnings"]);
+    }
+
+    #[test]
+    fn without_egress_there_is_no_proxy_env_and_no_bundle_bind() {
+        let spec = base(&[], true).instantiate(&sandbox(), Path::new("/r"));
+        assert!(!spec
+            .mounts
+            .iter()
+            .any(|m| m.destination.starts_with("/etc/ssl/certs/")));
+        for e in &spec.process.env {
+            let name = e.split('=').next().unwrap().to_ascii_uppercase();
+            assert!(
+                !name.ends_with("_PROXY")
+                    && !name.contains("CA_")
+                    && !name.contains("CERT")
+                    && name != "NODE_OPTIONS",
+                "{e}"
+            );
+        }
     }
 
     #[test]

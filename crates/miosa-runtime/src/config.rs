@@ -43,6 +43,11 @@ pub struct SandboxSpec {
     pub cpu: f64,
     /// Memory limit in MiB; swap is not allowed on top of it.
     pub memory_mb: u64,
+    /// PEM of the egress proxy's interception CA. `Some` enables egress: the
+    /// CA joins the sandbox's trust bundle and the proxy variables
+    /// (`HTTP_PROXY`, `SSL_CERT_FILE`, …) are set; `env` overrides them.
+    /// `None`: no proxy variables and the host's bundle unchanged.
+    pub egress_ca_pem: Option<String>,
 }
 
 /// Smallest memory limit we accept: the agent itself needs a few MiB.
@@ -92,6 +97,9 @@ impl SandboxSpec {
                     ),
                 });
             }
+        }
+        if let Some(pem) = &self.egress_ca_pem {
+            crate::egress::validate_pem(pem)?;
         }
         if !(MIN_CPU..=MAX_CPU).contains(&self.cpu) {
             return Err(RuntimeError::InvalidSpec {
@@ -160,6 +168,7 @@ mod tests {
             env: vec![("FOO".into(), "bar=baz".into())],
             cpu: 1.5,
             memory_mb: 512,
+            egress_ca_pem: None,
         }
     }
 
@@ -213,6 +222,9 @@ mod tests {
         let mut s = spec();
         s.memory_mb = 1;
         assert_eq!(field_of(&s), "memory_mb");
+        let mut s = spec();
+        s.egress_ca_pem = Some("not a certificate".into());
+        assert_eq!(field_of(&s), "egress_ca_pem");
     }
 
     #[test]

@@ -8,7 +8,12 @@
 //!     config.json                      the generated OCI spec
 //!     rootfs/                          overlay mount point (lower = template, upper, work)
 //!     upper/ work/                     the sandbox's writable layer
-//!     run/                             0700, bind-mounted to /run/miosa; the agent binds agent.sock here
+//!     run/                             0711, bind-mounted to /run/miosa (enter, not list or create):
+//!         agent.sock                   bound by the agent (0600)
+//!         egress.sock                  bound by the host's egress proxy; the agent bridges 127.0.0.1:3128 to it
+//!         egress-ca.pem                0644, the proxy's CA (egress only)
+//!         ca-bundle.pem                0644, host bundle + CA, bound read-only over
+//!                                      /etc/ssl/certs/ca-certificates.crt (egress only)
 //!     agent.sock                       hard link to run/agent.sock, out of the sandbox's reach
 //!     container.log                    runc's and the agent's stdout/stderr
 //!     init.pid                         host PID of the agent
@@ -21,6 +26,15 @@ pub(crate) const MAX_SOCKET_PATH: usize = 107;
 
 /// File name of the agent socket in a sandbox's `run/` dir.
 pub(crate) const AGENT_SOCKET: &str = "agent.sock";
+/// File name of the egress proxy's socket in a sandbox's `run/` dir.
+pub(crate) const EGRESS_SOCKET: &str = "egress.sock";
+/// File name of the egress CA (alone) in a sandbox's `run/` dir.
+pub(crate) const EGRESS_CA: &str = "egress-ca.pem";
+/// File name of the trust bundle (host bundle + egress CA) in `run/`.
+pub(crate) const CA_BUNDLE: &str = "ca-bundle.pem";
+/// Mode of `run/`: root inside the sandbox binds sockets there; anyone may
+/// open a known name (the CA), no one else may list it or create files.
+pub(crate) const RUN_DIR_MODE: u32 = 0o711;
 
 /// Paths derived from the data dir.
 #[derive(Debug, Clone)]
@@ -91,6 +105,16 @@ impl SandboxPaths {
     pub(crate) fn socket(&self) -> PathBuf {
         self.dir.join(AGENT_SOCKET)
     }
+    /// Where the host's egress proxy binds its socket for this sandbox.
+    pub(crate) fn egress_socket(&self) -> PathBuf {
+        self.run().join(EGRESS_SOCKET)
+    }
+    pub(crate) fn egress_ca(&self) -> PathBuf {
+        self.run().join(EGRESS_CA)
+    }
+    pub(crate) fn ca_bundle(&self) -> PathBuf {
+        self.run().join(CA_BUNDLE)
+    }
     pub(crate) fn log(&self) -> PathBuf {
         self.dir.join("container.log")
     }
@@ -115,6 +139,10 @@ mod tests {
         assert_eq!(
             p.socket(),
             Path::new("/var/lib/miosa/sandboxes/sbx_1/agent.sock")
+        );
+        assert_eq!(
+            p.egress_socket(),
+            Path::new("/var/lib/miosa/sandboxes/sbx_1/run/egress.sock")
         );
         assert_eq!(layout.runc_root(), Path::new("/var/lib/miosa/runc"));
     }

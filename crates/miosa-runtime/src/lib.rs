@@ -12,8 +12,16 @@
 //! made at create time in a directory the sandbox cannot see, so a symlink
 //! planted in `/run/miosa` cannot redirect the host to another host socket.
 //!
+//! Egress: the host's egress proxy binds a per-sandbox socket in the same
+//! directory ([`Runtime::egress_socket`]), which the agent bridges to
+//! `127.0.0.1:3128` inside. A sandbox created with
+//! [`SandboxSpec::egress_ca_pem`] gets the proxy variables and the proxy's
+//! CA in its trust bundle (`egress`); [`Runtime::replace_egress_ca`]
+//! rewrites it in place.
+//!
 //! Modules: [`config`] (what callers pass), `layout` (paths under the data
 //! dir), `template` (the skeleton), `bundle` (the OCI `config.json`),
+//! `egress` (the proxy environment and CA files),
 //! `overlay` (the root mount), `runc` (the command line), `cgroups` (usage
 //! and cleanup), `ready` (waiting for the agent), `runtime` (the lifecycle)
 //! and `reconcile` (listing and removing orphans after a restart).
@@ -34,6 +42,7 @@
 mod bundle;
 mod cgroups;
 pub mod config;
+mod egress;
 mod error;
 mod layout;
 mod mountinfo;

@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::{ErrorKind, Read, Seek, SeekFrom};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,10 +14,12 @@ use crate::bundle::{cgroups_path, BaseSpec, HostSetup};
 use crate::cgroups::{Cgroups, Usage};
 use crate::config::{validate_id, RuntimeConfig, SandboxSpec, MAX_ID_LEN};
 use crate::error::{io_err, Result, RuntimeError};
-use crate::layout::{Layout, SandboxPaths, AGENT_SOCKET, MAX_SOCKET_PATH};
+use crate::layout::{
+    Layout, SandboxPaths, AGENT_SOCKET, EGRESS_SOCKET, MAX_SOCKET_PATH, RUN_DIR_MODE,
+};
 use crate::runc::{ContainerState, Runc};
 use crate::template::{self, Template};
-use crate::{mountinfo, overlay, ready};
+use crate::{egress, mountinfo, overlay, ready};
 
 /// How long teardown waits for killed processes to leave the cgroup.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,12 +84,12 @@ impl Runtime {
             })?;
 
         let layout = Layout::new(&data_dir);
-        let fixed =
-            layout.sandboxes().as_os_str().len() + "/".len() + "/run/".len() + AGENT_SOCKET.len();
+        let socket_name = AGENT_SOCKET.len().max(EGRESS_SOCKET.len());
+        let fixed = layout.sandboxes().as_os_str().len() + "/".len() + "/run/".len() + socket_name;
         let max_id_len = MAX_SOCKET_PATH.saturating_sub(fixed).min(MAX_ID_LEN);
         if max_id_len < MIN_ID_CAPACITY {
             return Err(RuntimeError::Config(format!(
-                "data_dir {} is too long: agent socket paths would exceed {MAX_SOCKET_PATH} bytes",
+                "data_dir {} is too long: sandbox socket paths would exceed {MAX_SOCKET_PATH} bytes",
                 data_dir.display()
             )));
         }
@@ -144,6 +146,30 @@ impl Runtime {
     /// Host path of the sandbox's agent socket.
     pub fn agent_socket(&self, id: &str) -> PathBuf {
         self.inner.layout.sandbox(id).socket()
+    }
+
+    /// Host path where the egress proxy must bind the sandbox's socket; the
+    /// agent inside bridges `127.0.0.1:3128` to it. The directory is the
+    /// sandbox's run dir, which root inside can write: the proxy should
+    /// remove a stale entry before binding, and the connection it accepts
+    /// on its own listener, not the path, is the sandbox's identity.
+    pub fn egress_socket(&self, id: &str) -> PathBuf {
+        self.inner.layout.sandbox(id).egress_socket()
+    }
+
+    /// Replaces the egress CA of a running sandbox created with one (when
+    /// `miosa serve` restarts and adopts it with a fresh CA): both CA files
+    /// are rewritten in place, so processes inside see the new CA at the
+    /// same paths from their next read.
+    #[tracing::instrument(skip_all, fields(sandbox = %id))]
+    pub async fn replace_egress_ca(&self, id: &str, pem: &str) -> Result<()> {
+        validate_id(id)?;
+        egress::validate_pem(pem)?;
+        let paths = self.inner.layout.sandbox(id);
+        let (id, pem) = (id.to_string(), pem.to_string());
+        tokio::task::spawn_blocking(move || egress::replace_ca_files(&id, &paths, &pem))
+            .await
+            .map_err(|e| RuntimeError::io("replacing the egress CA", std::io::Error::other(e)))?
     }
 
     /// Removes every trace of the sandbox: processes, mounts, cgroups, files
@@ -209,7 +235,7 @@ impl Inner {
             return Err(RuntimeError::InvalidSpec {
                 field: "id",
                 reason: format!(
-                    "{id:?} is longer than {} characters, too long for the agent socket path under this data dir",
+                    "{id:?} is longer than {} characters, too long for the sandbox socket paths under this data dir",
                     self.max_id_len
                 ),
             });
@@ -254,8 +280,8 @@ impl Inner {
     async fn start(&self, spec: &SandboxSpec, paths: &SandboxPaths) -> Result<()> {
         let config = self.base.render(spec, &paths.run())?;
         let lower = self.template.rootfs.clone();
-        let (paths_, hostname) = (paths.clone(), spec.hostname.clone());
-        let log = tokio::task::spawn_blocking(move || prepare(&paths_, &lower, &hostname, &config))
+        let (paths_, spec_) = (paths.clone(), spec.clone());
+        let log = tokio::task::spawn_blocking(move || prepare(&paths_, &lower, &spec_, &config))
             .await
             .map_err(|e| RuntimeError::io("preparing the sandbox", std::io::Error::other(e)))??;
 
@@ -348,7 +374,12 @@ impl Inner {
 }
 
 /// Builds the sandbox's files and mounts its root; returns the log file. Blocking.
-fn prepare(paths: &SandboxPaths, lower: &Path, hostname: &str, config: &[u8]) -> Result<fs::File> {
+fn prepare(
+    paths: &SandboxPaths,
+    lower: &Path,
+    spec: &SandboxSpec,
+    config: &[u8],
+) -> Result<fs::File> {
     let upper = paths.upper();
     let etc = upper.join("etc");
     for dir in [&upper, &etc] {
@@ -363,9 +394,15 @@ fn prepare(paths: &SandboxPaths, lower: &Path, hostname: &str, config: &[u8]) ->
             .create(&dir)
             .map_err(io_err(|| format!("creating {}", dir.display())))?;
     }
+    // Not subject to the umask: the user inside must be able to enter it.
+    let run = paths.run();
+    fs::set_permissions(&run, fs::Permissions::from_mode(RUN_DIR_MODE))
+        .map_err(io_err(|| format!("setting the mode of {}", run.display())))?;
+    egress::write_files(paths, spec.egress_ca_pem.as_deref())?;
     let write = |path: PathBuf, content: &[u8]| {
         fs::write(&path, content).map_err(io_err(|| format!("writing {}", path.display())))
     };
+    let hostname = &spec.hostname;
     write(etc.join("hostname"), format!("{hostname}\n").as_bytes())?;
     write(etc.join("hosts"), template::hosts_file(hostname).as_bytes())?;
     write(paths.config(), config)?;

@@ -4,6 +4,7 @@
 //! them agree again after a crash.
 #![forbid(unsafe_code)]
 
+mod egress;
 mod error;
 pub mod input;
 pub mod lifecycle;
@@ -13,7 +14,9 @@ mod reconcile;
 use std::sync::Arc;
 
 use miosa_agent::AgentClient;
+use miosa_audit::AuditLog;
 use miosa_core::{Page, PageRequest, Sandbox, SandboxId, SandboxStatus, TenantId, WorkspaceId};
+use miosa_egress::EgressProxy;
 use miosa_runtime::Runtime;
 use miosa_store::{SandboxFilter, Store};
 
@@ -28,7 +31,12 @@ pub struct Access {
     pub tenant: TenantId,
     /// `Some` for workspace-scoped keys: only this workspace is visible.
     pub workspace: Option<WorkspaceId>,
+    /// Recorded in the audit log: the API key ID.
+    pub actor: String,
 }
+
+/// Called with the ID of each destroyed sandbox.
+pub type OnDestroyed = Arc<dyn Fn(&SandboxId) + Send + Sync>;
 
 /// Sandbox operations for the API and the background workers.
 pub struct Sandboxes {
@@ -38,6 +46,11 @@ pub struct Sandboxes {
     /// This server's node: sandboxes it creates are stamped with it, and it
     /// reconciles and reaps only those.
     node_id: String,
+    /// The egress proxy; `None` leaves sandboxes without any network.
+    egress: Option<Arc<EgressProxy>>,
+    audit: Option<AuditLog>,
+    /// Told when a sandbox is gone, to drop what it cached for it.
+    on_destroyed: Option<OnDestroyed>,
 }
 
 impl Sandboxes {
@@ -52,7 +65,28 @@ impl Sandboxes {
             runtime,
             limits,
             node_id,
+            egress: None,
+            audit: None,
+            on_destroyed: None,
         }
+    }
+
+    /// Gives every sandbox a way out through this proxy.
+    pub fn with_egress(mut self, egress: Arc<EgressProxy>) -> Self {
+        self.egress = Some(egress);
+        self
+    }
+
+    /// Records creates and destroys in this audit log.
+    pub fn with_audit(mut self, audit: AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Calls `f` after a sandbox is destroyed (e.g. to drop caches).
+    pub fn on_destroyed(mut self, f: OnDestroyed) -> Self {
+        self.on_destroyed = Some(f);
+        self
     }
 
     pub fn node_id(&self) -> &str {

@@ -29,6 +29,27 @@ impl Sandboxes {
         let mut sandbox = valid.sandbox;
         self.store.create_sandbox(&sandbox).await?;
 
+        let retire = |sandbox: &Sandbox| {
+            let (tenant, id) = (sandbox.tenant_id.clone(), sandbox.id.clone());
+            async move {
+                self.store
+                    .transition_sandbox(
+                        &tenant,
+                        &id,
+                        &[Creating],
+                        SandboxStatus::Destroyed,
+                        time_util::now(),
+                    )
+                    .await
+            }
+        };
+        let ca = match self.new_egress_ca(&sandbox) {
+            Ok(ca) => ca,
+            Err(e) => {
+                retire(&sandbox).await?;
+                return Err(e);
+            }
+        };
         let spec = SandboxSpec {
             id: sandbox.id.to_string(),
             hostname: sandbox
@@ -38,22 +59,22 @@ impl Sandboxes {
             env: valid.env.into_iter().collect(),
             cpu: sandbox.cpu,
             memory_mb: u64::from(sandbox.memory_mb),
+            egress_ca_pem: ca.as_ref().map(|c| c.cert_pem().to_owned()),
         };
         if let Err(e) = self.runtime.create(&spec).await {
             tracing::error!(sandbox = %sandbox.id, error = %e, "sandbox failed to start");
             // `Runtime::create` removes what it made on failure (and must not
             // be followed by a destroy: on `AlreadyExists` that would remove
             // the other sandbox). Retire the row so the name is free.
-            self.store
-                .transition_sandbox(
-                    &sandbox.tenant_id,
-                    &sandbox.id,
-                    &[Creating],
-                    SandboxStatus::Destroyed,
-                    time_util::now(),
-                )
-                .await?;
+            retire(&sandbox).await?;
             return Err(SandboxError::StartFailed(e.to_string()));
+        }
+        if let Err(e) = self.attach_egress(&sandbox, ca).await {
+            tracing::error!(sandbox = %sandbox.id, error = %e, "egress proxy failed to attach");
+            self.detach_egress(&sandbox).await;
+            self.runtime.destroy(sandbox.id.as_str()).await?;
+            retire(&sandbox).await?;
+            return Err(e);
         }
         let moved = self
             .store
@@ -67,11 +88,14 @@ impl Sandboxes {
             .await?;
         if !moved {
             // Deleted while starting: make sure nothing is left running.
+            self.detach_egress(&sandbox).await;
             self.runtime.destroy(sandbox.id.as_str()).await?;
             return Err(SandboxError::NotFound);
         }
         sandbox.status = Running;
         tracing::info!(sandbox = %sandbox.id, tenant = %sandbox.tenant_id, "sandbox created");
+        self.audit_lifecycle(&sandbox, crate::egress::SANDBOX_CREATED, &access.actor)
+            .await;
         Ok(sandbox)
     }
 
@@ -157,11 +181,13 @@ impl Sandboxes {
         workspace_hint: Option<&WorkspaceId>,
     ) -> Result<()> {
         let s = self.get(access, id_or_name, workspace_hint).await?;
-        self.destroy_sandbox(&s).await
+        self.destroy_sandbox(&s, &access.actor).await
     }
 
-    pub(crate) async fn destroy_sandbox(&self, s: &Sandbox) -> Result<()> {
+    /// `actor` is recorded in the audit log (`system` for the reaper).
+    pub(crate) async fn destroy_sandbox(&self, s: &Sandbox, actor: &str) -> Result<()> {
         self.ensure_local(s)?;
+        self.detach_egress(s).await;
         self.runtime.destroy(s.id.as_str()).await?;
         self.store
             .transition_sandbox(
@@ -173,6 +199,8 @@ impl Sandboxes {
             )
             .await?;
         tracing::info!(sandbox = %s.id, tenant = %s.tenant_id, "sandbox destroyed");
+        self.audit_lifecycle(s, crate::egress::SANDBOX_DESTROYED, actor)
+            .await;
         Ok(())
     }
 

@@ -38,7 +38,7 @@ impl Sandboxes {
                 }
                 _ => {
                     tracing::info!(sandbox = %s.id, "sandbox destroyed by its timeout");
-                    self.destroy_sandbox(&s).await
+                    self.destroy_sandbox(&s, "system").await
                 }
             };
             match outcome {

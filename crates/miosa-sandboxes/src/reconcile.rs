@@ -47,6 +47,9 @@ impl Sandboxes {
                 _ => false,
             };
             if healthy {
+                if let Err(e) = self.readopt_egress(&s).await {
+                    tracing::warn!(sandbox = %id, error = %e, "could not re-attach the egress proxy");
+                }
                 claimed.insert(id);
                 report.kept += 1;
                 continue;

@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
+use miosa_core::audit::Outcome;
 use miosa_core::id::new_body;
 use miosa_core::time_util::now;
 use miosa_core::{
-    ApiKey, ApiKeyId, ApiKeyKind, KeyScope, Labels, NewApiKey, OnTimeout, Page, PageRequest,
-    Pepper, PlainApiKey, Sandbox, SandboxId, SandboxStatus, Tenant, TenantId, Workspace,
+    ApiKey, ApiKeyId, ApiKeyKind, AuditEntry, AuditId, KeyScope, Labels, NewApiKey,
+    NewSecretVersion, OnTimeout, Page, PageRequest, Pepper, PlainApiKey, Sandbox, SandboxId,
+    SandboxStatus, SealedValue, Secret, SecretId, SecretScope, Tenant, TenantId, Workspace,
     WorkspaceId,
 };
 use miosa_store::{Store, StoreError, StoreResult};
@@ -122,6 +124,66 @@ pub async fn new_sandbox(store: &dyn Store, sandbox: Sandbox) -> Sandbox {
         .await
         .expect("create_sandbox");
     sandbox
+}
+
+/// A sealed value whose bytes differ with `kek_id` and `n`, so versions and
+/// re-wraps can be told apart (the store never looks inside).
+pub fn sealed(kek_id: &str, n: u8) -> SealedValue {
+    SealedValue {
+        kek_id: kek_id.to_owned(),
+        wrapped_key: [&[n; 28][..], kek_id.as_bytes(), &[0, 0xff]].concat(),
+        nonce: vec![n ^ 0xa5; 12],
+        ciphertext: [&b"ct\0"[..], &[n, 0xfe, 0x00, 0x80]].concat(),
+    }
+}
+
+/// A new secret of `tenant` (`key` is the scope key), with no host limits,
+/// sealed under `kek-test`, set now.
+pub fn secret(
+    tenant: &TenantId,
+    scope: SecretScope,
+    key: Option<&str>,
+    name: &str,
+    env: &str,
+) -> NewSecretVersion {
+    NewSecretVersion {
+        tenant_id: tenant.clone(),
+        id: SecretId::generate(),
+        name: name.to_owned(),
+        scope,
+        scope_key: key.map(str::to_owned),
+        expose_as_env: env.to_owned(),
+        allowed_hosts: Vec::new(),
+        sealed: sealed("kek-test", 1),
+        at: now(),
+    }
+}
+
+/// Stores `new` (a new secret or a new version).
+pub async fn put_secret(store: &dyn Store, new: &NewSecretVersion) -> Secret {
+    store.put_secret(new).await.expect("put_secret")
+}
+
+/// An audit entry of `tenant` with a fresh ID, now, no attribution, request
+/// or credential.
+pub fn audit_entry(tenant: &TenantId, action: &str) -> AuditEntry {
+    AuditEntry {
+        id: AuditId::generate(),
+        tenant_id: tenant.clone(),
+        time: now(),
+        action: action.to_owned(),
+        actor: None,
+        target: None,
+        sandbox_id: None,
+        workspace_id: None,
+        owner_user_id: None,
+        external_user_id: None,
+        external_workspace_id: None,
+        external_project_id: None,
+        request: None,
+        credential: None,
+        outcome: Outcome::Success,
+    }
 }
 
 pub(crate) fn assert_conflict<T: Debug>(r: StoreResult<T>, entity: &str, field: &str) {

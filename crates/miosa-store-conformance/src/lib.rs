@@ -12,10 +12,14 @@
 #![allow(clippy::expect_used)]
 
 mod api_keys;
+mod audit;
 pub mod fixtures;
 mod isolation;
 mod pg;
 mod sandboxes;
+mod secret_lookup;
+mod secrets;
+mod settings;
 mod system;
 mod tenants;
 mod timestamps;
@@ -24,9 +28,13 @@ mod workspaces;
 use miosa_store::Store;
 
 pub use api_keys::{api_keys, concurrent_revoke};
+pub use audit::{audit, audit_race, concurrent_audit};
 pub use isolation::tenant_isolation;
 pub use pg::PgTestDb;
 pub use sandboxes::{concurrent_sandbox_names, sandboxes};
+pub use secret_lookup::secret_lookup;
+pub use secrets::secrets;
+pub use settings::settings;
 pub use system::system;
 pub use tenants::tenants;
 pub use timestamps::timestamps;
@@ -43,6 +51,11 @@ pub async fn run_all(store: &dyn Store) {
     timestamps(store).await;
     sandboxes(store).await;
     concurrent_sandbox_names(store).await;
+    secrets(store).await;
+    secret_lookup(store).await;
+    settings(store).await;
+    audit(store).await;
+    concurrent_audit(store).await;
 }
 
 /// Generates one `#[tokio::test]` per area of the story.
@@ -62,7 +75,8 @@ macro_rules! store_tests {
     ($with_store:path) => {
         $crate::store_tests!(@areas $with_store;
             system, tenants, workspaces, api_keys, concurrent_revoke, tenant_isolation, timestamps,
-            sandboxes, concurrent_sandbox_names);
+            sandboxes, concurrent_sandbox_names, secrets, secret_lookup, settings, audit,
+            concurrent_audit);
     };
     (@areas $with_store:path; $($area:ident),+) => {
         $(

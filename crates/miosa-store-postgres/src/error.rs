@@ -17,6 +17,12 @@ const UNIQUE: &[(&str, &str, &str)] = &[
     // The partial unique indexes on live names, with and without workspace.
     ("sandboxes_workspace_name_key", "sandbox", "name"),
     ("sandboxes_tenant_name_key", "sandbox", "name"),
+    ("secrets_pkey", "secret", "id"),
+    // The upsert's target, so not expected: a second value adds a version.
+    ("secrets_scope_name_key", "secret", "name"),
+    ("secrets_scope_expose_as_env_key", "secret", "expose_as_env"),
+    ("audit_events_pkey", "audit_event", "id"),
+    ("audit_events_tenant_seq_key", "audit_event", "seq"),
 ];
 
 /// Any sqlx error; a known unique violation becomes `Conflict`.

@@ -41,3 +41,16 @@ async fn concurrent_first_starts_migrate_once() {
     b.close().await;
     db.cleanup().await;
 }
+
+/// Appends through two pools (two replicas) still make one gapless chain
+/// per tenant: the head row lock works across connections, not just tasks.
+#[tokio::test]
+async fn audit_appends_from_two_replicas() {
+    let db = PgTestDb::create().await;
+    let one = PostgresStore::connect(&db.url).await.expect("connect");
+    let other = PostgresStore::connect(&db.url).await.expect("connect");
+    miosa_store_conformance::audit_race(&one, &other).await;
+    one.close().await;
+    other.close().await;
+    db.cleanup().await;
+}

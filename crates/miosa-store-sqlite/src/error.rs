@@ -21,6 +21,24 @@ const UNIQUE: &[(&str, &str, &str)] = &[
         "name",
     ),
     ("sandboxes.tenant_id, sandboxes.name", "sandbox", "name"),
+    ("secrets.id", "secret", "id"),
+    // The upsert's target, so not expected: a second value adds a version.
+    (
+        "secrets.tenant_id, secrets.scope, secrets.scope_key, secrets.name",
+        "secret",
+        "name",
+    ),
+    (
+        "secrets.tenant_id, secrets.scope, secrets.scope_key, secrets.expose_as_env",
+        "secret",
+        "expose_as_env",
+    ),
+    ("audit_events.id", "audit_event", "id"),
+    (
+        "audit_events.tenant_id, audit_events.seq",
+        "audit_event",
+        "seq",
+    ),
 ];
 
 /// Any sqlx error; a known unique violation becomes `Conflict`.

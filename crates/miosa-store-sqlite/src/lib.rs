@@ -9,9 +9,12 @@
 #![forbid(unsafe_code)]
 
 mod api_keys;
+mod audit;
 mod error;
 mod rows;
 mod sandboxes;
+mod secrets;
+mod settings;
 mod system;
 mod tenants;
 mod workspaces;
@@ -21,12 +24,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use miosa_core::{
-    ApiKey, ApiKeyId, KeyHash, NewApiKey, Page, PageRequest, Sandbox, SandboxId, SandboxStatus,
-    Tenant, TenantId, Workspace, WorkspaceId,
+    ApiKey, ApiKeyId, AuditEntry, AuditEvent, KeyHash, NewApiKey, NewSecretVersion, Page,
+    PageRequest, Sandbox, SandboxId, SandboxScopeKeys, SandboxStatus, SealedValue, SealedVersion,
+    Secret, SecretId, Tenant, TenantId, TenantSettings, Workspace, WorkspaceId,
 };
 use miosa_store::{
-    Bootstrap, RevokeOutcome, SandboxFilter, SandboxPatch, Store, StoreError, StoreResult,
-    SystemInfo, WorkspaceFilter,
+    AuditFilter, Bootstrap, RevokeOutcome, SandboxFilter, SandboxPatch, SecretFilter,
+    SettingsPatch, Store, StoreError, StoreResult, SystemInfo, WorkspaceFilter,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
@@ -226,6 +230,104 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<Sandbox>> {
         sandboxes::expired(&self.pool, node, now, limit).await
+    }
+
+    async fn put_secret(&self, new: &NewSecretVersion) -> StoreResult<Secret> {
+        secrets::put(&self.pool, new).await
+    }
+
+    async fn get_secret(&self, tenant: &TenantId, id: &SecretId) -> StoreResult<Option<Secret>> {
+        secrets::get(&self.pool, tenant, id).await
+    }
+
+    async fn list_secrets(
+        &self,
+        tenant: &TenantId,
+        filter: &SecretFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Secret>> {
+        secrets::list(&self.pool, tenant, filter, page).await
+    }
+
+    async fn set_secret_enabled(
+        &self,
+        tenant: &TenantId,
+        id: &SecretId,
+        enabled: bool,
+        at: OffsetDateTime,
+    ) -> StoreResult<Option<Secret>> {
+        secrets::set_enabled(&self.pool, tenant, id, enabled, at).await
+    }
+
+    async fn delete_secret(&self, tenant: &TenantId, id: &SecretId) -> StoreResult<bool> {
+        secrets::delete(&self.pool, tenant, id).await
+    }
+
+    async fn candidate_secrets(
+        &self,
+        tenant: &TenantId,
+        keys: &SandboxScopeKeys,
+    ) -> StoreResult<Vec<(Secret, SealedValue)>> {
+        secrets::candidates(&self.pool, tenant, keys).await
+    }
+
+    async fn secrets_epoch(&self, tenant: &TenantId) -> StoreResult<i64> {
+        settings::epoch(&self.pool, tenant).await
+    }
+
+    async fn sealed_versions_not_under(
+        &self,
+        kek_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<SealedVersion>> {
+        secrets::sealed_not_under(&self.pool, kek_id, limit).await
+    }
+
+    async fn rewrap_versions(&self, rows: &[SealedVersion]) -> StoreResult<()> {
+        secrets::rewrap(&self.pool, rows).await
+    }
+
+    async fn kek_ids_in_use(&self) -> StoreResult<Vec<String>> {
+        secrets::kek_ids_in_use(&self.pool).await
+    }
+
+    async fn get_settings(&self, tenant: &TenantId) -> StoreResult<TenantSettings> {
+        settings::get(&self.pool, tenant).await
+    }
+
+    async fn update_settings(
+        &self,
+        tenant: &TenantId,
+        patch: &SettingsPatch,
+        at: OffsetDateTime,
+    ) -> StoreResult<TenantSettings> {
+        settings::update(&self.pool, tenant, patch, at).await
+    }
+
+    async fn append_audit(&self, entries: &[AuditEntry]) -> StoreResult<Vec<AuditEvent>> {
+        audit::append(&self.pool, entries).await
+    }
+
+    async fn list_audit(
+        &self,
+        tenant: &TenantId,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<AuditEvent>> {
+        audit::list(&self.pool, tenant, filter, page).await
+    }
+
+    async fn audit_chain(
+        &self,
+        tenant: &TenantId,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        audit::chain(&self.pool, tenant, after_seq, limit).await
+    }
+
+    async fn audit_head(&self, tenant: &TenantId) -> StoreResult<Option<(i64, String)>> {
+        audit::head(&self.pool, tenant).await
     }
 }
 

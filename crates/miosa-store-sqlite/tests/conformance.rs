@@ -39,3 +39,15 @@ async fn reopening_keeps_data() {
     );
     store.close().await;
 }
+
+/// Appends through two pools on one file (two processes) still make one
+/// gapless chain per tenant.
+#[tokio::test]
+async fn audit_appends_from_two_pools() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let one = SqliteStore::connect(&url(&dir)).await.expect("connect");
+    let other = SqliteStore::connect(&url(&dir)).await.expect("connect");
+    miosa_store_conformance::audit_race(&one, &other).await;
+    one.close().await;
+    other.close().await;
+}

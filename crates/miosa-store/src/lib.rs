@@ -13,8 +13,9 @@ use async_trait::async_trait;
 use std::collections::BTreeMap;
 
 use miosa_core::{
-    ApiKey, ApiKeyId, KeyHash, NewApiKey, Page, PageRequest, Sandbox, SandboxId, SandboxStatus,
-    Tenant, TenantId, Workspace, WorkspaceId,
+    ApiKey, ApiKeyId, AuditEntry, AuditEvent, KeyHash, NewApiKey, NewSecretVersion, Page,
+    PageRequest, Sandbox, SandboxId, SandboxScopeKeys, SandboxStatus, SealedValue, SealedVersion,
+    Secret, SecretId, SecretScope, Tenant, TenantId, TenantSettings, Workspace, WorkspaceId,
 };
 use time::OffsetDateTime;
 
@@ -69,6 +70,36 @@ pub struct SandboxPatch {
     pub metadata: Option<BTreeMap<String, String>>,
     pub timeout_seconds: Option<u32>,
     pub expires_at: Option<OffsetDateTime>,
+}
+
+/// Filters for listing secrets; all given filters must match (AND).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretFilter {
+    pub scope: Option<SecretScope>,
+    /// Exact scope key (sandbox ID, user ID, …); meaningful with `scope`,
+    /// but also matches across scopes when given alone.
+    pub scope_key: Option<String>,
+    pub name: Option<String>,
+}
+
+/// Changes to a tenant's settings; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SettingsPatch {
+    pub allow_end_user_credentials: Option<bool>,
+}
+
+/// Filters for listing audit rows; all given filters must match (AND).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Inclusive.
+    pub since: Option<OffsetDateTime>,
+    /// Exclusive.
+    pub until: Option<OffsetDateTime>,
+    pub external_user_id: Option<String>,
+    pub external_workspace_id: Option<String>,
+    pub external_project_id: Option<String>,
+    pub sandbox_id: Option<SandboxId>,
+    pub action: Option<String>,
 }
 
 /// Result of revoking a key.
@@ -206,4 +237,117 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
         limit: u32,
     ) -> StoreResult<Vec<Sandbox>>;
+
+    // --- secrets ----------------------------------------------------------
+
+    /// Creates the secret (tenant, scope, scope key, name) with version 1,
+    /// or adds the next version to the existing one, updating its
+    /// `expose_as_env` and `allowed_hosts` (its `enabled` flag is kept).
+    /// Returns the metadata after the write.
+    /// `Conflict { entity: "secret", field: "expose_as_env" }` when another
+    /// secret with the same scope and key already exposes that variable.
+    /// `MissingReference { field: "sandbox_id" | "workspace_id" }` when a
+    /// `sandbox` or `workspace` scope key is not the tenant's (a destroyed
+    /// sandbox counts as missing); `{ field: "tenant_id" }` for an unknown
+    /// tenant. A scope key of "" is stored as none: neither ever matches a
+    /// sandbox's label. Bumps the secrets epoch in the same transaction; a
+    /// refused put writes nothing.
+    async fn put_secret(&self, new: &NewSecretVersion) -> StoreResult<Secret>;
+    async fn get_secret(&self, tenant: &TenantId, id: &SecretId) -> StoreResult<Option<Secret>>;
+    /// Newest first (by ID).
+    async fn list_secrets(
+        &self,
+        tenant: &TenantId,
+        filter: &SecretFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Secret>>;
+    /// Sets `enabled` (and `updated_at`) and bumps the secrets epoch; `None`
+    /// (and no bump) if there is no such secret.
+    async fn set_secret_enabled(
+        &self,
+        tenant: &TenantId,
+        id: &SecretId,
+        enabled: bool,
+        at: OffsetDateTime,
+    ) -> StoreResult<Option<Secret>>;
+    /// Deletes the secret and every stored version and bumps the secrets
+    /// epoch; `false` (and no bump) if there is no such secret.
+    async fn delete_secret(&self, tenant: &TenantId, id: &SecretId) -> StoreResult<bool>;
+    /// The tenant's enabled secrets that could apply to a sandbox with these
+    /// keys (scope key equal to the sandbox's label for that scope, or
+    /// tenant scope; an empty label matches nothing), each with its latest
+    /// version's sealed value, ordered by ID. Precedence is applied by the
+    /// caller (`miosa_core::secret::resolve`).
+    async fn candidate_secrets(
+        &self,
+        tenant: &TenantId,
+        keys: &SandboxScopeKeys,
+    ) -> StoreResult<Vec<(Secret, SealedValue)>>;
+    /// A number that changes (increases) whenever any secret or setting of
+    /// the tenant changes, so caches of resolved credentials can be checked
+    /// with one cheap read per request. 0 for a tenant that never changed.
+    /// It is bumped in the transaction of the change, so a cache should read
+    /// the epoch *before* `candidate_secrets` and file the result under it:
+    /// then a change that lands in between is caught on the next request.
+    async fn secrets_epoch(&self, tenant: &TenantId) -> StoreResult<i64>;
+    /// Up to `limit` stored versions (any tenant) whose data key is NOT
+    /// wrapped by `kek_id`, for re-wrapping.
+    async fn sealed_versions_not_under(
+        &self,
+        kek_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<SealedVersion>>;
+    /// Replaces `kek_id` and `wrapped_key` of each given version (nonce and
+    /// ciphertext are unchanged by a re-wrap), in one transaction.
+    async fn rewrap_versions(&self, rows: &[SealedVersion]) -> StoreResult<()>;
+    /// The distinct `kek_id`s of all stored versions.
+    async fn kek_ids_in_use(&self) -> StoreResult<Vec<String>>;
+
+    // --- settings ---------------------------------------------------------
+
+    /// The tenant's settings (defaults when never set).
+    async fn get_settings(&self, tenant: &TenantId) -> StoreResult<TenantSettings>;
+    /// Applies the patch, bumps the tenant's secrets epoch, and returns the
+    /// settings after it. `MissingReference { field: "tenant_id" }` for an
+    /// unknown tenant.
+    async fn update_settings(
+        &self,
+        tenant: &TenantId,
+        patch: &SettingsPatch,
+        at: OffsetDateTime,
+    ) -> StoreResult<TenantSettings>;
+
+    // --- audit ------------------------------------------------------------
+
+    /// Appends the entries (of any tenants), in the given order, to their
+    /// tenants' chains in one transaction: each gets the next `seq` after
+    /// its tenant's head, `prev_hash` = the head's hash, and
+    /// `hash = entry.chain_hash(seq, prev_hash)`. Safe against concurrent
+    /// appends from other processes (the per-tenant head is locked).
+    /// `time` is first truncated to whole microseconds (what both stores
+    /// keep), so the hash recomputes after a round trip; the returned events
+    /// carry the truncated time. All or nothing: `MissingReference { field:
+    /// "tenant_id" }` for an unknown tenant and `Conflict { entity:
+    /// "audit_event", field: "id" }` for an ID already stored (or twice in
+    /// the batch) refuse the whole batch, and retrying it fails the same way.
+    async fn append_audit(&self, entries: &[AuditEntry]) -> StoreResult<Vec<AuditEvent>>;
+    /// Newest first (by ID); cursor = last ID of the previous page.
+    async fn list_audit(
+        &self,
+        tenant: &TenantId,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<AuditEvent>>;
+    /// The tenant's rows with `seq > after_seq` in ascending `seq` order, at
+    /// most `limit` (for verification).
+    async fn audit_chain(
+        &self,
+        tenant: &TenantId,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEvent>>;
+    /// The tenant's chain head as the appends left it: the last `seq` and
+    /// `hash`; `None` before the first row. `audit verify` compares it with
+    /// the last row, so removing the newest rows is detected too.
+    async fn audit_head(&self, tenant: &TenantId) -> StoreResult<Option<(i64, String)>>;
 }

@@ -1,8 +1,12 @@
 //! `miosa admin …`: operator commands that talk to the database directly.
 
-use anyhow::bail;
-use miosa_core::{issue_key, validate, KeyScope, PlainApiKey, Tenant};
-use miosa_store::StoreError;
+use anyhow::{bail, Context};
+use miosa_core::{
+    audit::{BrokenLink, ChainVerifier},
+    issue_key, validate, KeyScope, PageRequest, PlainApiKey, Tenant, TenantId,
+};
+use miosa_store::{Store, StoreError, StoreResult};
+use miosa_vault::{KeyRing, MasterKey, RotateTarget};
 
 use crate::{config::Config, init, storage};
 
@@ -28,5 +32,130 @@ pub async fn create_tenant(
             bail!("a tenant named {:?} already exists", tenant.name)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Where the new key of a configured-key rotation comes from. Read from the
+/// environment only: a key on the command line would show in `ps`.
+pub const NEW_MASTER_KEY_ENV: &str = "MIOSA_NEW_MASTER_KEY";
+
+/// `miosa admin rotate-master-key`: re-wraps every stored secret version
+/// under a new master key and prints what the operator must do next.
+pub async fn rotate_master_key(config: &Config) -> anyhow::Result<()> {
+    init::ensure_data_dir(&config.data_dir)?;
+    let store = storage::open(config.database_url.expose()).await?;
+    let configured = config.master_key.as_ref().map(|k| k.expose().as_str());
+    let target = match std::env::var(NEW_MASTER_KEY_ENV) {
+        Ok(hex) if !hex.is_empty() => {
+            RotateTarget::Key(MasterKey::from_hex(&hex, NEW_MASTER_KEY_ENV)?)
+        }
+        _ => RotateTarget::NewKeyFile,
+    };
+    let ring = KeyRing::load(configured, &config.data_dir)?;
+    let from = ring.current_id();
+    let report = miosa_vault::rotate_master_key(store.as_ref(), &ring, target).await?;
+    if report.resumed {
+        println!("finished an interrupted rotation");
+    }
+    // A resumed file rotation already seals under the new key.
+    let was = if from == report.new_kek_id {
+        String::new()
+    } else {
+        format!(" (was {from})")
+    };
+    println!(
+        "rewrapped {} secret versions under {}{was}",
+        report.rewrapped, report.new_kek_id
+    );
+    match &report.key_file {
+        Some(path) => println!(
+            "the new master key is in {}; back it up (the old key no longer opens anything)",
+            path.display()
+        ),
+        None => println!(
+            "now set MIOSA_MASTER_KEY to the value of {NEW_MASTER_KEY_ENV} on every replica and \
+             restart them: until then, replicas with the old key cannot read secrets"
+        ),
+    }
+    Ok(())
+}
+
+/// Rows fetched per page when walking a chain.
+const CHAIN_PAGE: u32 = 1000;
+
+/// `miosa admin audit verify`: checks the hash chain of one tenant or of
+/// all, printing a line per tenant. `Ok(false)` if any chain is broken.
+pub async fn audit_verify(config: &Config, tenant: Option<&str>) -> anyhow::Result<bool> {
+    init::ensure_data_dir(&config.data_dir)?;
+    let store = storage::open(config.database_url.expose()).await?;
+    let tenants = match tenant {
+        Some(raw) => {
+            let id = TenantId::parse(raw).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+            if store.get_tenant(&id).await?.is_none() {
+                bail!("--tenant: no tenant {id}");
+            }
+            vec![id]
+        }
+        None => all_tenants(store.as_ref()).await?,
+    };
+    let mut all_ok = true;
+    for id in tenants {
+        let (rows, broken) = verify_chain(store.as_ref(), &id)
+            .await
+            .with_context(|| format!("cannot read the audit log of {id}"))?;
+        match broken {
+            None => println!("{id} ok: {rows} rows"),
+            Some(b) => {
+                all_ok = false;
+                let row = b.id.map(|r| format!(" ({r})")).unwrap_or_default();
+                println!("{id} BROKEN at seq {}{row}: {}", b.seq, b.reason);
+            }
+        }
+    }
+    Ok(all_ok)
+}
+
+async fn all_tenants(store: &dyn Store) -> StoreResult<Vec<TenantId>> {
+    let mut ids = Vec::new();
+    let mut req = PageRequest {
+        limit: miosa_core::page::MAX_LIMIT,
+        after: None,
+    };
+    loop {
+        let page = store.list_tenants(&req).await?;
+        ids.extend(page.items.into_iter().map(|t| t.id));
+        match page.next_cursor {
+            Some(c) => req.after = Some(c),
+            None => return Ok(ids),
+        }
+    }
+}
+
+/// Walks a tenant's chain from its first row: the rows that verified, and
+/// the first broken link if any.
+async fn verify_chain(
+    store: &dyn Store,
+    tenant: &TenantId,
+) -> StoreResult<(u64, Option<BrokenLink>)> {
+    let mut verifier = ChainVerifier::default();
+    let mut after = 0;
+    loop {
+        let rows = store.audit_chain(tenant, after, CHAIN_PAGE).await?;
+        for ev in &rows {
+            if let Err(broken) = verifier.check(ev) {
+                return Ok((verifier.checked, Some(broken)));
+            }
+        }
+        match rows.last() {
+            Some(last) if rows.len() == CHAIN_PAGE as usize => after = last.seq,
+            _ => break,
+        }
+    }
+    // The head the appends left must be the last row: otherwise the newest
+    // rows were removed.
+    let head = store.audit_head(tenant).await?;
+    match verifier.check_head(head.as_ref().map(|(s, h)| (*s, h.as_str()))) {
+        Ok(()) => Ok((verifier.checked, None)),
+        Err(broken) => Ok((verifier.checked, Some(broken))),
     }
 }

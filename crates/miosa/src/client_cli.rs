@@ -71,7 +71,7 @@ pub enum SandboxCommand {
     Rm { ids: Vec<String> },
 }
 
-fn client() -> anyhow::Result<Client> {
+pub(crate) fn client() -> anyhow::Result<Client> {
     let url = std::env::var("MIOSA_API_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
     let key = std::env::var("MIOSA_API_KEY")
         .context("set MIOSA_API_KEY to a tenant key (msk_live_… or msk_w_…)")?;
@@ -201,10 +201,10 @@ fn print_table(rows: &[Sandbox]) {
         "MEM",
         "EXPIRES",
     ];
-    let cells: Vec<[String; 7]> = rows
+    let cells = rows
         .iter()
         .map(|s| {
-            [
+            vec![
                 s.id.clone(),
                 s.name.clone().unwrap_or_else(|| "-".into()),
                 s.status.clone(),
@@ -215,7 +215,12 @@ fn print_table(rows: &[Sandbox]) {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
+    print_rows(&header, cells);
+}
+
+/// Prints aligned columns under a header.
+pub(crate) fn print_rows(header: &[&str], cells: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &cells {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
@@ -223,7 +228,7 @@ fn print_table(rows: &[Sandbox]) {
     }
     let line = |cols: Vec<&str>| {
         cols.iter()
-            .zip(widths)
+            .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect::<Vec<_>>()
             .join("  ")

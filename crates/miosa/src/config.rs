@@ -36,6 +36,17 @@ pub struct Config {
     pub agent_binary: Option<PathBuf>,
     /// This node's name; default: generated once into `<data_dir>/node-id`.
     pub node_id: Option<String>,
+    /// Key-encryption key for secrets (64 hex characters); default: the key
+    /// file `<data_dir>/master-key`, created at first start.
+    pub master_key: Option<Redacted<String>>,
+    /// Run the egress proxy (sandboxes have no network without it).
+    pub egress: bool,
+    /// Operator override of where the egress proxy connects for a host
+    /// (`host=ip:port`), for tests and private upstreams; such destinations
+    /// skip the private-address refusal.
+    pub egress_resolve: Vec<(String, SocketAddr)>,
+    /// Extra PEM roots the egress proxy trusts for upstream TLS.
+    pub egress_upstream_ca: Option<PathBuf>,
 }
 
 /// What `miosa.toml` may contain. Unknown keys are errors (typos).
@@ -53,6 +64,10 @@ struct FileConfig {
     runc: Option<String>,
     agent_binary: Option<String>,
     node_id: Option<String>,
+    master_key: Option<String>,
+    egress: Option<bool>,
+    egress_resolve: Option<String>,
+    egress_upstream_ca: Option<String>,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -125,6 +140,22 @@ const AGENT_BINARY: Key = Key {
 const NODE_ID: Key = Key {
     file: "node_id",
     env: "MIOSA_NODE_ID",
+};
+const MASTER_KEY: Key = Key {
+    file: "master_key",
+    env: "MIOSA_MASTER_KEY",
+};
+const EGRESS: Key = Key {
+    file: "egress",
+    env: "MIOSA_EGRESS",
+};
+const EGRESS_RESOLVE: Key = Key {
+    file: "egress_resolve",
+    env: "MIOSA_EGRESS_RESOLVE",
+};
+const EGRESS_UPSTREAM_CA: Key = Key {
+    file: "egress_upstream_ca",
+    env: "MIOSA_EGRESS_UPSTREAM_CA",
 };
 
 impl Config {
@@ -244,19 +275,54 @@ impl Config {
             },
         };
 
-        let sandboxes = match pick(&SANDBOXES, file.sandboxes.map(|b| b.to_string())) {
-            None => true,
+        let flag = |key: &'static Key, v: Option<(String, String)>| match v {
+            None => Ok(true),
             Some((v, origin)) => match v.as_str() {
-                "true" | "1" | "yes" | "on" => true,
-                "false" | "0" | "no" | "off" => false,
-                _ => {
-                    return Err(invalid(
-                        &SANDBOXES,
-                        origin,
-                        format!("`{v}` is not true or false"),
-                    ))
-                }
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(invalid(key, origin, format!("`{v}` is not true or false"))),
             },
+        };
+        let sandboxes = flag(
+            &SANDBOXES,
+            pick(&SANDBOXES, file.sandboxes.map(|b| b.to_string())),
+        )?;
+        let egress = flag(&EGRESS, pick(&EGRESS, file.egress.map(|b| b.to_string())))?;
+
+        let master_key = match pick(&MASTER_KEY, file.master_key) {
+            Some((v, origin)) => {
+                let ok = v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit());
+                if !ok {
+                    return Err(invalid(
+                        &MASTER_KEY,
+                        origin,
+                        "must be 64 hex characters (32 bytes; e.g. `openssl rand -hex 32`)".into(),
+                    ));
+                }
+                Some(Redacted::new(v))
+            }
+            None => None,
+        };
+
+        let egress_resolve = match pick(&EGRESS_RESOLVE, file.egress_resolve) {
+            None => Vec::new(),
+            Some((v, origin)) => {
+                parse_resolve(&v).map_err(|reason| invalid(&EGRESS_RESOLVE, origin, reason))?
+            }
+        };
+        let egress_upstream_ca = match pick(&EGRESS_UPSTREAM_CA, file.egress_upstream_ca) {
+            None => None,
+            Some((v, origin)) => {
+                let p = absolute(Path::new(&v));
+                if !p.is_file() {
+                    return Err(invalid(
+                        &EGRESS_UPSTREAM_CA,
+                        origin,
+                        format!("{} is not a file", p.display()),
+                    ));
+                }
+                Some(p)
+            }
         };
         let runc = pick(&RUNC, file.runc)
             .map(|(v, _)| PathBuf::from(v))
@@ -306,8 +372,32 @@ impl Config {
             runc,
             agent_binary,
             node_id,
+            master_key,
+            egress,
+            egress_resolve,
+            egress_upstream_ca,
         })
     }
+}
+
+/// Parses `host=ip:port,host2=ip:port`.
+fn parse_resolve(v: &str) -> Result<Vec<(String, SocketAddr)>, String> {
+    let mut out = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (host, addr) = item
+            .split_once('=')
+            .ok_or_else(|| format!("`{item}` is not `host=ip:port`"))?;
+        let host = host.trim().to_ascii_lowercase();
+        if host.is_empty() || host.contains(['/', ':', ' ']) {
+            return Err(format!("`{host}` is not a hostname"));
+        }
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{addr}` is not ip:port"))?;
+        out.push((host, addr));
+    }
+    Ok(out)
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -361,6 +451,25 @@ runc = "runc"
 # replica reconciles and reaps only its own. Default: generated once into
 # <data_dir>/node-id.                                           env: MIOSA_NODE_ID
 # node_id = "node-a"
+
+# Key-encryption key for secrets: 64 hex characters (`openssl rand -hex 32`).
+# If unset, one is generated at first start into <data_dir>/master-key (mode
+# 0600). Replicas sharing a database must use the same key. Rotate with
+# `miosa admin rotate-master-key`.                            env: MIOSA_MASTER_KEY
+# master_key = "..."
+
+# Run the credential-injecting egress proxy. Sandboxes have no other way out:
+# with `false` they have no network at all.                     env: MIOSA_EGRESS
+egress = true
+
+# Operator override of where the egress proxy connects for a hostname, as
+# `host=ip:port,...` (for tests and private upstreams). Overridden hosts skip
+# the refusal of loopback/private destinations.          env: MIOSA_EGRESS_RESOLVE
+# egress_resolve = "api.openai.com=127.0.0.1:9443"
+
+# Extra PEM roots the egress proxy trusts for upstream TLS, on top of the
+# system roots.                                         env: MIOSA_EGRESS_UPSTREAM_CA
+# egress_upstream_ca = "/etc/miosa/upstream-ca.pem"
 
 # Log filter (tracing EnvFilter syntax) and format (`pretty` or `json`).
 #                                                 env: MIOSA_LOG, MIOSA_LOG_FORMAT

@@ -189,3 +189,22 @@ fn load_pepper(config: &Config, database_initialised: bool) -> anyhow::Result<Pe
     file.sync_all()?;
     Ok(pepper)
 }
+
+/// The key-encryption key for secrets (config, else `<data_dir>/master-key`,
+/// created at first start), checked against what the database holds: a
+/// replica with the wrong key refuses to start instead of failing every
+/// proxied request.
+pub async fn vault(config: &Config, store: &dyn Store) -> anyhow::Result<miosa_vault::KeyRing> {
+    let ring = miosa_vault::KeyRing::load(
+        config.master_key.as_ref().map(|k| k.expose().as_str()),
+        &config.data_dir,
+    )?;
+    ring.check_in_use(&store.kek_ids_in_use().await?)?;
+    Ok(ring)
+}
+
+/// The key placeholders are derived with: from the pepper, so every replica
+/// and every restart gives a sandbox the same placeholders.
+pub fn placeholder_key(pepper: &Pepper) -> Vec<u8> {
+    hex::decode(pepper.hash_key("miosa placeholder key v1").to_hex()).unwrap_or_default()
+}

@@ -7,5 +7,6 @@ pub mod client_cli;
 pub mod config;
 pub mod init;
 pub mod logging;
+pub mod secrets_cli;
 pub mod server;
 pub mod storage;

@@ -37,13 +37,19 @@ enum Command {
         #[command(subcommand)]
         command: Box<miosa::client_cli::SandboxCommand>,
     },
+    /// Secrets on a running server (MIOSA_API_URL, MIOSA_API_KEY).
+    Secrets {
+        #[command(subcommand)]
+        command: Box<miosa::secrets_cli::SecretsCommand>,
+    },
+    /// The audit log of a running server (MIOSA_API_URL, MIOSA_API_KEY).
+    Audit {
+        #[command(subcommand)]
+        command: miosa::secrets_cli::AuditCommand,
+    },
     /// Run as the agent inside a sandbox (started by the runtime, not by people).
     #[command(hide = true)]
-    Agent {
-        /// Unix socket to serve on.
-        #[arg(long)]
-        socket: PathBuf,
-    },
+    Agent(miosa_agent::AgentArgs),
 }
 
 #[derive(Subcommand)]
@@ -58,6 +64,26 @@ enum AdminCommand {
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
+    },
+    /// Re-wrap every secret under a new master key.
+    ///
+    /// With the key file the new key is generated (and an interrupted run is
+    /// finished); with MIOSA_MASTER_KEY it comes from MIOSA_NEW_MASTER_KEY.
+    RotateMasterKey,
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AdminAuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAuditCommand {
+    /// Check each tenant's hash chain; exit status 1 if any is broken.
+    Verify {
+        /// Only this tenant (`ten_…`); default: every tenant.
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -77,8 +103,8 @@ enum TenantCommand {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The agent manages its own process tree (it may be PID 1) and runtime.
-    if let Command::Agent { socket } = cli.command {
-        return miosa_agent::run(socket);
+    if let Command::Agent(args) = cli.command {
+        return miosa_agent::run_with(args);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -104,7 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", miosa::config::DEFAULT_TOML);
             Ok(())
         }
-        Command::Agent { .. } => anyhow::bail!("the agent is started before the async runtime"),
+        Command::Agent(_) => anyhow::bail!("the agent is started before the async runtime"),
         Command::Sandbox { command } => {
             let code = miosa::client_cli::run(*command).await?;
             if code != 0 {
@@ -112,6 +138,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Secrets { command } => miosa::secrets_cli::run_secrets(*command).await,
+        Command::Audit { command } => miosa::secrets_cli::run_audit(command).await,
         Command::Openapi => {
             print!("{}", miosa_api::openapi::document_json());
             Ok(())
@@ -124,6 +152,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", report.banner());
             }
             server.run_until_signal().await
+        }
+        Command::Admin {
+            command: AdminCommand::RotateMasterKey,
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            logging::init(&config);
+            admin::rotate_master_key(&config).await
+        }
+        Command::Admin {
+            command:
+                AdminCommand::Audit {
+                    command: AdminAuditCommand::Verify { tenant },
+                },
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            logging::init(&config);
+            if !admin::audit_verify(&config, tenant.as_deref()).await? {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Admin {
             command:

@@ -5,6 +5,8 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use miosa_api::AppState;
+use miosa_audit::AuditLog;
+use miosa_secrets::Secrets;
 use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::{config::Config, init, storage};
@@ -21,6 +23,8 @@ pub struct Server {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     reaper: Option<JoinHandle<()>>,
+    /// The audit writer, flushed on shutdown.
+    audit: Option<(AuditLog, JoinHandle<()>)>,
 }
 
 /// Opens the store, initialises, binds and starts serving.
@@ -31,6 +35,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         .context("cannot open the database")?;
     let (keys, bootstrap) = init::prepare(config, store.as_ref()).await?;
     let backend = store.backend();
+    let vault = Arc::new(init::vault(config, store.as_ref()).await?);
+    let (audit, audit_task) = AuditLog::start(store.clone());
+    let secrets = Arc::new(Secrets::new(
+        store.clone(),
+        vault,
+        init::placeholder_key(&keys.pepper),
+        audit.clone(),
+    ));
     // Bind before starting sandboxes: a taken port fails fast and leaves no
     // reaper behind.
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -38,7 +50,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let sandboxes = if config.sandboxes {
-        Some(start_sandboxes(config, store.clone()).await?)
+        Some(start_sandboxes(config, store.clone(), &secrets, &audit).await?)
     } else {
         None
     };
@@ -47,6 +59,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         store,
         keys: Arc::new(keys),
         sandboxes,
+        secrets,
+        audit: audit.clone(),
     };
     let (tx, rx) = oneshot::channel::<()>();
     let app = miosa_api::router(state);
@@ -64,13 +78,29 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         shutdown: Some(tx),
         task,
         reaper,
+        audit: Some((audit, audit_task)),
     })
+}
+
+/// The egress proxy's audit rows go to the batched audit log.
+struct EgressAudit(AuditLog);
+
+impl miosa_egress::AuditSink for EgressAudit {
+    fn record(&self, entry: miosa_core::AuditEntry) {
+        self.0.record(entry);
+    }
+
+    fn ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(self.0.ready())
+    }
 }
 
 /// Prepares the runtime and makes the database agree with this host.
 async fn start_sandboxes(
     config: &Config,
     store: Arc<dyn miosa_store::Store>,
+    secrets: &Arc<Secrets>,
+    audit: &AuditLog,
 ) -> anyhow::Result<Arc<miosa_sandboxes::Sandboxes>> {
     let agent_binary = match &config.agent_binary {
         Some(p) => p.clone(),
@@ -82,12 +112,31 @@ async fn start_sandboxes(
         "cannot start the sandbox runtime (set MIOSA_SANDBOXES=false to run without sandboxes)",
     )?;
     let node_id = init::node_id(config)?;
-    let sandboxes = Arc::new(miosa_sandboxes::Sandboxes::new(
+    let mut sandboxes = miosa_sandboxes::Sandboxes::new(
         store,
         Arc::new(runtime),
         miosa_sandboxes::Limits::default(),
         node_id,
-    ));
+    )
+    .with_audit(audit.clone());
+    if config.egress {
+        let egress_config = miosa_egress::EgressConfig {
+            resolve: config.egress_resolve.clone(),
+            upstream_extra_ca: config.egress_upstream_ca.clone(),
+            ..miosa_egress::EgressConfig::default()
+        };
+        let proxy = miosa_egress::EgressProxy::new(
+            egress_config,
+            secrets.clone(),
+            Arc::new(EgressAudit(audit.clone())),
+        )
+        .context("cannot start the egress proxy")?;
+        let cache = secrets.clone();
+        sandboxes = sandboxes
+            .with_egress(Arc::new(proxy))
+            .on_destroyed(Arc::new(move |id| cache.forget(id)));
+    }
+    let sandboxes = Arc::new(sandboxes);
     let report = sandboxes.reconcile().await?;
     if !report.marked_error.is_empty() || !report.orphans_removed.is_empty() {
         tracing::warn!(
@@ -116,6 +165,11 @@ impl Server {
             let _ = tx.send(());
         }
         (&mut self.task).await??;
+        if let Some((audit, task)) = self.audit.take() {
+            audit.flush().await;
+            drop(audit);
+            task.abort();
+        }
         Ok(())
     }
 

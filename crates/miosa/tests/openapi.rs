@@ -44,6 +44,16 @@ async fn every_documented_operation_is_routed() {
     assert_eq!(served, generated);
     let paths = generated["paths"].as_object().unwrap();
     assert!(paths.len() >= 8);
+    // Client generators need one unique operationId per operation.
+    let mut ids = std::collections::BTreeSet::new();
+    for ops in paths.values() {
+        for op in ops.as_object().unwrap().values() {
+            let id = op["operationId"]
+                .as_str()
+                .expect("every operation has an id");
+            assert!(ids.insert(id.to_owned()), "operationId {id} is used twice");
+        }
+    }
     for (path, ops) in paths {
         let concrete = path.replace("{id}", "ws_01jdq3x5m8v2k7f4c9n6r1w0ab");
         for method in ops.as_object().unwrap().keys() {

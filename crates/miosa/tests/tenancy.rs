@@ -28,8 +28,41 @@ fn tenant_endpoints(ws: &str, key: &str) -> Vec<(Method, String, Option<serde_js
         ),
         (Method::GET, "/v1/api-keys".into(), None),
         (Method::DELETE, format!("/v1/api-keys/{key}"), None),
+        (
+            Method::POST,
+            "/v1/secrets".into(),
+            Some(
+                json!({"name": "probe", "value": "probe-value-123", "scope": "workspace",
+                        "workspace_id": ws, "expose_as_env": "PROBE"}),
+            ),
+        ),
+        (Method::GET, "/v1/secrets".into(), None),
+        (Method::GET, format!("/v1/secrets/{PROBE_SECRET}"), None),
+        (Method::DELETE, format!("/v1/secrets/{PROBE_SECRET}"), None),
+        (
+            Method::POST,
+            format!("/v1/secrets/{PROBE_SECRET}/disable"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/secrets/{PROBE_SECRET}/enable"),
+            None,
+        ),
+        (Method::GET, "/v1/settings".into(), None),
+        (
+            Method::PATCH,
+            "/v1/settings".into(),
+            Some(json!({"allow_end_user_credentials": false})),
+        ),
+        (Method::GET, "/v1/audit".into(), None),
+        (Method::GET, "/v1/audit/export".into(), None),
     ]
 }
+
+/// A well-formed secret ID for the secret routes above (admin-only routes:
+/// callers that may not use them are refused before any lookup).
+const PROBE_SECRET: &str = "sec_01jdq3x5m8v2k7f4c9n6r1w0ab";
 
 async fn call(
     c: &Client,

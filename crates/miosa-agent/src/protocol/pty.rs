@@ -6,6 +6,7 @@
 //! first and `exit` last, then closes the WebSocket.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use super::RunAs;
 use crate::AgentError;
@@ -36,6 +37,31 @@ pub struct PtyRequest {
     /// (`/bin/bash -l`, or `/bin/sh` without bash).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<String>,
+    /// Variables added to (or overriding) the sandbox's base environment;
+    /// in the query string, one `env` parameter holding a JSON object.
+    #[serde(
+        default,
+        with = "env_as_json",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub env: BTreeMap<String, String>,
+}
+
+mod env_as_json {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &BTreeMap<String, String>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&serde_json::to_string(v).map_err(serde::ser::Error::custom)?)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, String>, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 fn default_cols() -> u16 {
@@ -54,6 +80,7 @@ impl Default for PtyRequest {
             user: RunAs::User,
             cwd: None,
             cmd: None,
+            env: BTreeMap::new(),
         }
     }
 }
@@ -67,6 +94,15 @@ impl PtyRequest {
             if value.as_deref().is_some_and(|v| v.contains('\0')) {
                 return Err(AgentError::Invalid(format!("{name} contains a NUL byte")));
             }
+        }
+        if self
+            .env
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.contains(['=', '\0']) || v.contains('\0'))
+        {
+            return Err(AgentError::Invalid(
+                "env names must be non-empty without `=` or NUL, values without NUL".into(),
+            ));
         }
         Ok(())
     }
@@ -82,6 +118,10 @@ impl PtyRequest {
         }
         if let Some(cmd) = &self.cmd {
             q.append_pair("cmd", cmd);
+        }
+        if !self.env.is_empty() {
+            // A map of strings always serialises.
+            q.append_pair("env", &serde_json::to_string(&self.env).unwrap_or_default());
         }
         q.finish()
     }
@@ -172,8 +212,13 @@ mod tests {
             user: RunAs::Root,
             cwd: Some("/tmp/a b".into()),
             cmd: Some("echo $((6*7)) && x=1".into()),
+            env: [("TOKEN".to_string(), "miosa_ph_x y&z".to_string())].into(),
         };
         let q = req.to_query();
+        assert!(
+            q.ends_with("&env=%7B%22TOKEN%22%3A%22miosa_ph_x+y%26z%22%7D"),
+            "{q}"
+        );
         let back: PtyRequest = serde_json::from_value(serde_json::to_value(&req).unwrap()).unwrap();
         assert_eq!(back, req);
         assert!(

@@ -21,7 +21,7 @@ use std::{
 
 use tokio::net::UnixListener;
 
-use crate::AgentError;
+use crate::{AgentArgs, AgentError, EgressBridge};
 
 /// Environment variable marking the server process started by the PID-1
 /// init; never passed on to commands.
@@ -109,9 +109,9 @@ impl AgentServer {
     }
 }
 
-/// The server process: a small multi-thread runtime serving until SIGTERM or
-/// SIGINT.
-pub(crate) fn run(socket: &Path) -> ExitCode {
+/// The server process: a small multi-thread runtime serving the API and the
+/// egress bridge until SIGTERM or SIGINT.
+pub(crate) fn run(args: &AgentArgs) -> ExitCode {
     // The init spawns the server with its signals still blocked (the mask is
     // inherited); tokio needs SIGCHLD and SIGTERM delivered. Still one thread
     // here, so the mask of the whole process is reset.
@@ -135,7 +135,19 @@ pub(crate) fn run(socket: &Path) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let server = AgentServer::bind(socket)?;
+        let server = AgentServer::bind(&args.socket)?;
+        // Stops the bridge when this block ends, i.e. once the API is down.
+        let (_bridge_stop, bridge_stopped) = tokio::sync::oneshot::channel::<()>();
+        // Without the bridge the sandbox merely has no way out; the API must
+        // still come up.
+        match EgressBridge::bind(args.egress_listen, args.egress_socket.clone()).await {
+            Ok(bridge) => {
+                tokio::spawn(bridge.serve(async move {
+                    let _ = bridge_stopped.await;
+                }));
+            }
+            Err(e) => tracing::error!(error = %e, "egress bridge not started"),
+        }
         server.serve(termination()).await
     });
     match result {

@@ -5,14 +5,17 @@ use axum::{
     http::StatusCode,
     Json,
 };
-use miosa_core::{issue_key, time_util, validate, ApiKey, ApiKeyId, KeyScope, WorkspaceId};
+use miosa_core::{
+    audit::action, issue_key, time_util, validate, ApiKey, ApiKeyId, AuditEntry, AuditId, KeyScope,
+    Outcome, WorkspaceId,
+};
 use miosa_store::RevokeOutcome;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::ListResponse;
 use crate::{
-    auth::AdminCaller,
+    auth::{AdminCaller, TenantCaller},
     error::{ApiError, ApiResult, ErrorBody},
     extract::{JsonBody, QueryParams},
     AppState,
@@ -85,7 +88,7 @@ pub struct CreatedApiKey {
 }
 
 /// Issues a key (tenant admin key).
-#[utoipa::path(post, path = "/v1/api-keys", tag = "keys", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "create_api_key", path = "/v1/api-keys", tag = "keys", security(("bearer" = [])),
     request_body = CreateApiKey,
     responses((status = 201, body = CreatedApiKey), (status = 422, body = ErrorBody),
               (status = 403, body = ErrorBody)))]
@@ -127,6 +130,7 @@ pub async fn create(
     let (record, plain) = issue_key(&caller.tenant_id, name, scope, &state.keys.pepper)?;
     state.store.create_api_key(&record).await?;
     tracing::info!(key = %record.key.id, scope = record.key.scope.name(), "api key created");
+    audit_key_action(&state, &caller, action::API_KEY_CREATED, &record.key).await;
     Ok((
         StatusCode::CREATED,
         Json(CreatedApiKey {
@@ -137,7 +141,7 @@ pub async fn create(
 }
 
 /// Lists the tenant's keys, revoked ones included, newest first.
-#[utoipa::path(get, path = "/v1/api-keys", tag = "keys", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "list_api_keys", path = "/v1/api-keys", tag = "keys", security(("bearer" = [])),
     params(crate::openapi::PageParams),
     responses((status = 200, body = ListResponse<ApiKeyView>), (status = 403, body = ErrorBody)))]
 pub async fn list(
@@ -155,7 +159,7 @@ pub async fn list(
 
 /// Revokes a key at once; the next request with it gets 401. Revoking an
 /// already revoked key is a no-op; the last active admin key cannot be revoked.
-#[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "keys", security(("bearer" = [])),
+#[utoipa::path(delete, operation_id = "revoke_api_key", path = "/v1/api-keys/{id}", tag = "keys", security(("bearer" = [])),
     params(("id" = String, Path, description = "Key ID (`key_…`)")),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn revoke(
@@ -171,6 +175,9 @@ pub async fn revoke(
     {
         RevokeOutcome::Revoked => {
             tracing::info!(key = %id, "api key revoked");
+            if let Some(key) = state.store.get_api_key(&caller.tenant_id, &id).await? {
+                audit_key_action(&state, &caller, action::API_KEY_REVOKED, &key).await;
+            }
             Ok(StatusCode::NO_CONTENT)
         }
         RevokeOutcome::AlreadyRevoked => Ok(StatusCode::NO_CONTENT),
@@ -181,4 +188,28 @@ pub async fn revoke(
                 .into(),
         }),
     }
+}
+
+/// The audit row of a key being created or revoked by `caller`.
+async fn audit_key_action(state: &AppState, caller: &TenantCaller, act: &str, key: &ApiKey) {
+    state
+        .audit
+        .append_logged(AuditEntry {
+            id: AuditId::generate(),
+            tenant_id: caller.tenant_id.clone(),
+            time: time_util::now(),
+            action: act.to_owned(),
+            actor: Some(caller.key_id.to_string()),
+            target: Some(key.id.to_string()),
+            sandbox_id: None,
+            workspace_id: key.scope.workspace_id().cloned(),
+            owner_user_id: None,
+            external_user_id: None,
+            external_workspace_id: None,
+            external_project_id: None,
+            request: None,
+            credential: None,
+            outcome: Outcome::Success,
+        })
+        .await;
 }

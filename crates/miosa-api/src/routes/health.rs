@@ -22,14 +22,14 @@ pub struct Ready {
 }
 
 /// Liveness: 200 while the process serves requests.
-#[utoipa::path(get, path = "/healthz", tag = "health",
+#[utoipa::path(get, operation_id = "healthz", path = "/healthz", tag = "health",
     responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
 /// Readiness: 200 when the database answers, 503 otherwise.
-#[utoipa::path(get, path = "/readyz", tag = "health",
+#[utoipa::path(get, operation_id = "readyz", path = "/readyz", tag = "health",
     responses((status = 200, body = Ready), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Ready>> {
     match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {

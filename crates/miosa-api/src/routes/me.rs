@@ -22,7 +22,7 @@ pub struct Me {
 }
 
 /// Describes the calling key.
-#[utoipa::path(get, path = "/v1/me", tag = "keys", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "get_me", path = "/v1/me", tag = "keys", security(("bearer" = [])),
     responses((status = 200, body = Me), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn me(caller: AnyCaller) -> Json<Me> {
     Json(match caller {

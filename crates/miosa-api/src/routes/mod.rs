@@ -1,12 +1,16 @@
 //! Route table and the response shapes shared by every list.
 
 pub mod api_keys;
+pub mod audit;
 pub mod health;
 pub mod me;
+pub mod sandbox_credentials;
 pub mod sandbox_exec;
 pub mod sandbox_files;
 pub mod sandbox_pty;
 pub mod sandboxes;
+pub mod secrets;
+pub mod settings;
 pub mod tenants;
 pub mod workspaces;
 
@@ -86,6 +90,20 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/sandboxes/{id}/files/mkdir", post(sandbox_files::mkdir))
         .route("/v1/sandboxes/{id}/pty", get(sandbox_pty::pty))
+        .route(
+            "/v1/sandboxes/{id}/credentials",
+            get(sandbox_credentials::credentials),
+        )
+        .route("/v1/secrets", post(secrets::set).get(secrets::list))
+        .route(
+            "/v1/secrets/{id}",
+            get(secrets::get).delete(secrets::delete),
+        )
+        .route("/v1/secrets/{id}/disable", post(secrets::disable))
+        .route("/v1/secrets/{id}/enable", post(secrets::enable))
+        .route("/v1/settings", get(settings::get).patch(settings::update))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/export", get(audit::export))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))

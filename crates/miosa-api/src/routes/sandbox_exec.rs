@@ -16,7 +16,7 @@ use miosa_agent::{ExecEvent, ExecRequest, Signal};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    sandboxes::{agent_of, run_as, start_refusal},
+    sandboxes::{agent_of, agent_with_credentials, run_as, start_refusal},
     ListResponse,
 };
 use crate::{
@@ -125,7 +125,7 @@ fn to_request(input: Exec) -> Result<(ExecRequest, bool, &'static str), ApiError
 
 /// Runs a command. With `Accept: text/event-stream` the output streams as
 /// server-sent events `stdout`, `stderr` (`{"data": "..."}`) and `exit`.
-#[utoipa::path(post, path = "/v1/sandboxes/{id}/exec", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "exec_command", path = "/v1/sandboxes/{id}/exec", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox ID or name"), crate::openapi::WorkspaceHint),
     request_body = Exec,
     responses((status = 200, body = ExecResult, description = "finished (or `{\"pid\"}` with `background`)"),
@@ -140,9 +140,13 @@ pub async fn exec(
     JsonBody(input): JsonBody<Exec>,
 ) -> ApiResult<Response> {
     query.allow_only(&["workspace_id"])?;
-    let (req, background, program_field) = to_request(input)?;
+    let (mut req, background, program_field) = to_request(input)?;
     let refused = |e| start_refusal(e, program_field);
-    let agent = agent_of(&state, &caller, &id, &query).await?;
+    let (agent, credentials) = agent_with_credentials(&state, &caller, &id, &query).await?;
+    // Placeholders first; a variable the request sets itself wins.
+    for (k, v) in credentials {
+        req.env.entry(k).or_insert(v);
+    }
     if background {
         let pid = agent.spawn(&req).await.map_err(refused)?;
         return Ok(Json(Started { pid }).into_response());
@@ -204,7 +208,7 @@ pub struct ProcessView {
 }
 
 /// Lists processes started through the API that are still running.
-#[utoipa::path(get, path = "/v1/sandboxes/{id}/processes", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "list_processes", path = "/v1/sandboxes/{id}/processes", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox ID or name"), crate::openapi::WorkspaceHint),
     responses((status = 200, body = ListResponse<ProcessView>), (status = 409, body = ErrorBody)))]
 pub async fn processes(
@@ -240,7 +244,7 @@ pub struct Kill {
 }
 
 /// Sends a signal to a process in the sandbox.
-#[utoipa::path(post, path = "/v1/sandboxes/{id}/processes/{pid}/kill", tag = "sandboxes",
+#[utoipa::path(post, operation_id = "kill_process", path = "/v1/sandboxes/{id}/processes/{pid}/kill", tag = "sandboxes",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox ID or name"),
            ("pid" = u32, Path, description = "Process ID inside the sandbox"),

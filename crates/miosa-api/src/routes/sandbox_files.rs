@@ -57,7 +57,7 @@ fn path_param(query: &QueryParams) -> Result<String, ApiError> {
 }
 
 /// Lists a directory (entries are not followed through symlinks).
-#[utoipa::path(get, path = "/v1/sandboxes/{id}/files", tag = "files", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "list_files", path = "/v1/sandboxes/{id}/files", tag = "files", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox ID or name"),
            ("path" = String, Query, description = "Directory path"), crate::openapi::WorkspaceHint),
     responses((status = 200, body = ListResponse<FileEntryView>), (status = 404, body = ErrorBody)))]
@@ -88,7 +88,7 @@ pub async fn list(
 }
 
 /// Downloads a file's raw bytes.
-#[utoipa::path(get, path = "/v1/sandboxes/{id}/files/content", tag = "files", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "read_file", path = "/v1/sandboxes/{id}/files/content", tag = "files", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox ID or name"),
            ("path" = String, Query, description = "File path"), crate::openapi::WorkspaceHint),
     responses((status = 200, description = "the file's bytes", content_type = "application/octet-stream"),
@@ -111,7 +111,7 @@ pub async fn read(
 }
 
 /// Writes a file from the raw request body, creating parent directories.
-#[utoipa::path(put, path = "/v1/sandboxes/{id}/files/content", tag = "files", security(("bearer" = [])),
+#[utoipa::path(put, operation_id = "write_file", path = "/v1/sandboxes/{id}/files/content", tag = "files", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox ID or name"),
            ("path" = String, Query, description = "File path"),
            ("user" = Option<String>, Query, description = "Owner: `user` (default) or `root`"),
@@ -137,7 +137,7 @@ pub async fn write(
 }
 
 /// Removes a file, symlink or directory (recursively).
-#[utoipa::path(delete, path = "/v1/sandboxes/{id}/files", tag = "files", security(("bearer" = [])),
+#[utoipa::path(delete, operation_id = "remove_file", path = "/v1/sandboxes/{id}/files", tag = "files", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox ID or name"),
            ("path" = String, Query, description = "Path to remove"), crate::openapi::WorkspaceHint),
     responses((status = 204), (status = 404, body = ErrorBody)))]
@@ -164,7 +164,7 @@ pub struct Mkdir {
 }
 
 /// Creates a directory and its parents.
-#[utoipa::path(post, path = "/v1/sandboxes/{id}/files/mkdir", tag = "files", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "make_directory", path = "/v1/sandboxes/{id}/files/mkdir", tag = "files", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox ID or name"), crate::openapi::WorkspaceHint),
     request_body = Mkdir,
     responses((status = 204), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]

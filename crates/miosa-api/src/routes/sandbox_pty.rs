@@ -23,7 +23,7 @@ use miosa_agent::{
 };
 use tokio::net::UnixStream;
 
-use super::sandboxes::{agent_of, run_as, start_refusal};
+use super::sandboxes::{agent_with_credentials, run_as, start_refusal};
 use crate::{
     auth::TenantCaller,
     error::{ApiError, ApiResult, ErrorBody, ErrorDetail},
@@ -87,6 +87,8 @@ fn to_request(query: &QueryParams) -> ApiResult<PtyRequest> {
         user,
         cwd: text(query, "cwd")?,
         cmd: text(query, "cmd")?,
+        // Filled with the sandbox's credential placeholders by the handler.
+        env: Default::default(),
     })
 }
 
@@ -127,7 +129,7 @@ fn websocket_required(e: &WebSocketUpgradeRejection) -> Response {
 /// session leader with `TERM=xterm-256color` and is listed by
 /// `GET /v1/sandboxes/{id}/processes` (kill it to end the session). Closing
 /// the WebSocket hangs the terminal up: SIGHUP, then SIGKILL after a second.
-#[utoipa::path(get, path = "/v1/sandboxes/{id}/pty", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "open_pty", path = "/v1/sandboxes/{id}/pty", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox ID or name"), PtyParams,
            crate::openapi::WorkspaceHint),
     responses((status = 101, description = "Switching Protocols: the terminal's WebSocket is open"),
@@ -141,12 +143,13 @@ pub async fn pty(
     query: QueryParams,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    let req = to_request(&query)?;
+    let mut req = to_request(&query)?;
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(e) => return Ok(websocket_required(&e)),
     };
-    let agent = agent_of(&state, &caller, &id, &query).await?;
+    let (agent, credentials) = agent_with_credentials(&state, &caller, &id, &query).await?;
+    req.env = credentials;
     // The program starts before the browser's upgrade, so a refusal is
     // still an HTTP error.
     let session = agent.pty(&req).await.map_err(|e| start_refusal(e, "cmd"))?;

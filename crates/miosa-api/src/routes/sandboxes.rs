@@ -26,6 +26,7 @@ impl From<&TenantCaller> for Access {
         Access {
             tenant: c.tenant_id.clone(),
             workspace: c.workspace().cloned(),
+            actor: c.key_id.to_string(),
         }
     }
 }
@@ -168,8 +169,24 @@ pub async fn agent_of(
     Ok(agent)
 }
 
+/// The sandbox's agent plus the variables every command there gets: each
+/// exposed secret's placeholder (never its value).
+pub async fn agent_with_credentials(
+    state: &AppState,
+    caller: &TenantCaller,
+    id: &str,
+    query: &QueryParams,
+) -> ApiResult<(miosa_agent::AgentClient, BTreeMap<String, String>)> {
+    let (sandbox, agent) = state
+        .sandboxes()?
+        .agent(&caller.into(), id, workspace_hint(query)?.as_ref())
+        .await?;
+    let env = state.secrets.env_for(&sandbox).await?;
+    Ok((agent, env))
+}
+
 /// Creates a sandbox and answers once it is ready to exec.
-#[utoipa::path(post, path = "/v1/sandboxes", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "create_sandbox", path = "/v1/sandboxes", tag = "sandboxes", security(("bearer" = [])),
     request_body = CreateSandbox,
     responses((status = 201, body = SandboxView), (status = 409, body = ErrorBody),
               (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -209,7 +226,7 @@ const LIST_PARAMS: &[&str] = &[
 /// Lists sandboxes, newest first. Filters: `external_user_id`,
 /// `external_workspace_id`, `external_project_id`, `status`, `workspace_id`,
 /// and `metadata[KEY]=VALUE` (repeatable); all must match.
-#[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "list_sandboxes", path = "/v1/sandboxes", tag = "sandboxes", security(("bearer" = [])),
     params(crate::openapi::PageParams, crate::openapi::SandboxListParams),
     responses((status = 200, body = ListResponse<SandboxView>), (status = 422, body = ErrorBody)))]
 pub async fn list(
@@ -257,7 +274,7 @@ pub async fn list(
 }
 
 /// Gets a sandbox by ID or by name.
-#[utoipa::path(get, path = "/v1/sandboxes/{id}", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "get_sandbox", path = "/v1/sandboxes/{id}", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox ID (`sbx_…`) or name"),
            crate::openapi::WorkspaceHint),
     responses((status = 200, body = SandboxView), (status = 404, body = ErrorBody)))]
@@ -309,7 +326,7 @@ fn double_option<'de, D: serde::Deserializer<'de>>(
 }
 
 /// Renames a sandbox, replaces its metadata or resets its timeout.
-#[utoipa::path(patch, path = "/v1/sandboxes/{id}", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(patch, operation_id = "update_sandbox", path = "/v1/sandboxes/{id}", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox ID or name"), crate::openapi::WorkspaceHint),
     request_body = UpdateSandbox,
     responses((status = 200, body = SandboxView), (status = 409, body = ErrorBody),
@@ -357,7 +374,7 @@ pub async fn update(
 }
 
 /// Destroys a sandbox: its processes, mounts, cgroups and files are removed.
-#[utoipa::path(delete, path = "/v1/sandboxes/{id}", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(delete, operation_id = "destroy_sandbox", path = "/v1/sandboxes/{id}", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox ID or name"), crate::openapi::WorkspaceHint),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn destroy(
@@ -375,7 +392,7 @@ pub async fn destroy(
 }
 
 /// Pauses a running sandbox (cgroup freezer). Exec answers 409 `sandbox_paused` until resumed.
-#[utoipa::path(post, path = "/v1/sandboxes/{id}/pause", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "pause_sandbox", path = "/v1/sandboxes/{id}/pause", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox ID or name"), crate::openapi::WorkspaceHint),
     responses((status = 200, body = SandboxView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn pause(
@@ -393,7 +410,7 @@ pub async fn pause(
 }
 
 /// Resumes a paused sandbox and restarts its timeout.
-#[utoipa::path(post, path = "/v1/sandboxes/{id}/resume", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "resume_sandbox", path = "/v1/sandboxes/{id}/resume", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox ID or name"), crate::openapi::WorkspaceHint),
     responses((status = 200, body = SandboxView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn resume(
@@ -419,7 +436,7 @@ pub struct SetTimeout {
 }
 
 /// Resets the deadline to `timeout_seconds` from now.
-#[utoipa::path(post, path = "/v1/sandboxes/{id}/timeout", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "set_sandbox_timeout", path = "/v1/sandboxes/{id}/timeout", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox ID or name"), crate::openapi::WorkspaceHint),
     request_body = SetTimeout,
     responses((status = 200, body = SandboxView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]

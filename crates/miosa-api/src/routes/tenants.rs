@@ -55,7 +55,7 @@ pub struct CreatedTenant {
 }
 
 /// Creates a tenant and its first admin key (root key only).
-#[utoipa::path(post, path = "/v1/admin/tenants", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "create_tenant", path = "/v1/admin/tenants", tag = "admin", security(("bearer" = [])),
     request_body = CreateTenant,
     responses((status = 201, body = CreatedTenant), (status = 409, body = ErrorBody),
               (status = 422, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -83,7 +83,7 @@ pub async fn create(
 }
 
 /// Lists tenants, newest first (root key only).
-#[utoipa::path(get, path = "/v1/admin/tenants", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "list_tenants", path = "/v1/admin/tenants", tag = "admin", security(("bearer" = [])),
     params(crate::openapi::PageParams),
     responses((status = 200, body = ListResponse<TenantView>), (status = 403, body = ErrorBody)))]
 pub async fn list(

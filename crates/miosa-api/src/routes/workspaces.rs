@@ -48,7 +48,7 @@ impl From<Workspace> for WorkspaceView {
 }
 
 /// Creates a workspace (tenant admin key).
-#[utoipa::path(post, path = "/v1/workspaces", tag = "workspaces", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "create_workspace", path = "/v1/workspaces", tag = "workspaces", security(("bearer" = [])),
     request_body = CreateWorkspace,
     responses((status = 201, body = WorkspaceView), (status = 409, body = ErrorBody),
               (status = 422, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -63,7 +63,7 @@ pub async fn create(
 }
 
 /// Lists workspaces, newest first. A workspace key sees only its own.
-#[utoipa::path(get, path = "/v1/workspaces", tag = "workspaces", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "list_workspaces", path = "/v1/workspaces", tag = "workspaces", security(("bearer" = [])),
     params(crate::openapi::PageParams),
     responses((status = 200, body = ListResponse<WorkspaceView>)))]
 pub async fn list(
@@ -83,7 +83,7 @@ pub async fn list(
 }
 
 /// Gets one workspace.
-#[utoipa::path(get, path = "/v1/workspaces/{id}", tag = "workspaces", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "get_workspace", path = "/v1/workspaces/{id}", tag = "workspaces", security(("bearer" = [])),
     params(("id" = String, Path, description = "Workspace ID (`ws_…`)")),
     responses((status = 200, body = WorkspaceView), (status = 404, body = ErrorBody)))]
 pub async fn get(

@@ -74,6 +74,7 @@ impl TestHost {
             env: vec![("MIOSA_TEST".into(), "1".into())],
             cpu: 0.5,
             memory_mb: 256,
+            egress_ca_pem: None,
         }
     }
 

@@ -3,6 +3,8 @@
 //! typed clients holding its root and default-tenant admin keys.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod upstream;
+
 use std::collections::HashMap;
 
 use miosa::{config::Config, server::Server};
@@ -67,6 +69,18 @@ impl TestEnv {
 
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// Sends the egress proxy's traffic for `hosts` to the fake upstream
+    /// `up`, trusting its test CA.
+    pub fn route_to(&mut self, up: &upstream::Upstream, hosts: &[&str]) {
+        let resolve: Vec<String> = hosts.iter().map(|h| format!("{h}={}", up.addr)).collect();
+        self.vars
+            .insert("MIOSA_EGRESS_RESOLVE".into(), resolve.join(","));
+        self.vars.insert(
+            "MIOSA_EGRESS_UPSTREAM_CA".into(),
+            up.ca_file.display().to_string(),
+        );
     }
 
     pub fn config(&self) -> Config {

@@ -105,7 +105,8 @@ pub(crate) fn start(
     let master = tty::watch(pair.master).map_err(|e| internal("watching the terminal", e))?;
 
     let mut cmd = exec::command(config, &acct, &argv);
-    cmd.env("TERM", TERM)
+    cmd.envs(&req.env)
+        .env("TERM", TERM)
         .stdin(stdio(&pair.slave)?)
         .stdout(stdio(&pair.slave)?)
         .stderr(stdio(&pair.slave)?)

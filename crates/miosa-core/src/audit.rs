@@ -1,0 +1,405 @@
+//! The audit log's rows and their hash chain.
+//!
+//! Each tenant's rows form one chain ordered by `seq`: a row's `hash` is
+//! SHA-256 over its predecessor's hash and the row's canonical form, so a
+//! changed, removed or reordered row breaks every link after it. The store
+//! assigns `seq` and the hashes inside the append transaction.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::{AuditId, SandboxId, SecretId, SecretScope, TenantId, WorkspaceId};
+
+/// `prev_hash` of a tenant's first row.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What happened. Proxied requests are `egress.request`.
+pub mod action {
+    pub const EGRESS_REQUEST: &str = "egress.request";
+    pub const SANDBOX_CREATED: &str = "sandbox.created";
+    pub const SANDBOX_DESTROYED: &str = "sandbox.destroyed";
+    pub const SECRET_SET: &str = "secret.set";
+    pub const SECRET_DISABLED: &str = "secret.disabled";
+    pub const SECRET_ENABLED: &str = "secret.enabled";
+    pub const SECRET_DELETED: &str = "secret.deleted";
+    pub const SETTINGS_UPDATED: &str = "settings.updated";
+    pub const API_KEY_CREATED: &str = "api_key.created";
+    pub const API_KEY_REVOKED: &str = "api_key.revoked";
+
+    pub const ALL: &[&str] = &[
+        EGRESS_REQUEST,
+        SANDBOX_CREATED,
+        SANDBOX_DESTROYED,
+        SECRET_SET,
+        SECRET_DISABLED,
+        SECRET_ENABLED,
+        SECRET_DELETED,
+        SETTINGS_UPDATED,
+        API_KEY_CREATED,
+        API_KEY_REVOKED,
+    ];
+}
+
+/// How it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Done (for a proxied request: forwarded, whatever the upstream said).
+    Success,
+    /// Refused by policy (e.g. a private destination).
+    Denied,
+    /// Failed (e.g. the upstream could not be reached or its TLS failed).
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Denied => "denied",
+            Self::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Success, Self::Denied, Self::Error]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+}
+
+/// A proxied request, as far as the audit log records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRequest {
+    pub method: String,
+    pub host: String,
+    /// Path only; the query string is not recorded (it may carry secrets).
+    pub path: String,
+    /// The status the sandbox received; `None` if no response was sent.
+    pub status: Option<u16>,
+    /// Request body bytes sent upstream.
+    pub bytes_out: u64,
+    /// Response body bytes returned to the sandbox.
+    pub bytes_in: u64,
+    pub duration_ms: u64,
+}
+
+/// The secret that resolved (never its value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditCredential {
+    pub secret_id: SecretId,
+    pub name: String,
+    #[serde(serialize_with = "scope_str")]
+    pub scope: SecretScope,
+}
+
+fn scope_str<S: serde::Serializer>(s: &SecretScope, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.as_str())
+}
+
+/// A row before it joins the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: AuditId,
+    pub tenant_id: TenantId,
+    /// Microsecond precision (what both stores keep).
+    pub time: OffsetDateTime,
+    pub action: String,
+    /// The API key ID, `system` for Miosa's own workers, `None` for traffic
+    /// from a sandbox.
+    pub actor: Option<String>,
+    /// The resource acted on when it is not the sandbox (`sec_…`, `key_…`).
+    pub target: Option<String>,
+    pub sandbox_id: Option<SandboxId>,
+    pub workspace_id: Option<WorkspaceId>,
+    pub owner_user_id: Option<String>,
+    pub external_user_id: Option<String>,
+    pub external_workspace_id: Option<String>,
+    pub external_project_id: Option<String>,
+    pub request: Option<AuditRequest>,
+    pub credential: Option<AuditCredential>,
+    pub outcome: Outcome,
+}
+
+/// A row in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub entry: AuditEntry,
+    /// 1 for a tenant's first row, then +1 per row.
+    pub seq: i64,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Serialize)]
+struct Canonical<'a> {
+    v: u8,
+    id: &'a str,
+    tenant_id: &'a str,
+    seq: i64,
+    time_us: i128,
+    action: &'a str,
+    actor: Option<&'a str>,
+    target: Option<&'a str>,
+    sandbox_id: Option<&'a str>,
+    workspace_id: Option<&'a str>,
+    owner_user_id: Option<&'a str>,
+    external_user_id: Option<&'a str>,
+    external_workspace_id: Option<&'a str>,
+    external_project_id: Option<&'a str>,
+    request: Option<&'a AuditRequest>,
+    credential: Option<&'a AuditCredential>,
+    outcome: &'a str,
+    prev_hash: &'a str,
+}
+
+impl AuditEntry {
+    /// The hash this entry gets at position `seq` after `prev_hash`:
+    /// hex SHA-256 of `prev_hash ‖ "\n" ‖ canonical JSON` (fixed field
+    /// order, time as integer microseconds).
+    pub fn chain_hash(&self, seq: i64, prev_hash: &str) -> String {
+        let canonical = Canonical {
+            v: 1,
+            id: self.id.as_str(),
+            tenant_id: self.tenant_id.as_str(),
+            seq,
+            time_us: self.time.unix_timestamp_nanos() / 1_000,
+            action: &self.action,
+            actor: self.actor.as_deref(),
+            target: self.target.as_deref(),
+            sandbox_id: self.sandbox_id.as_ref().map(SandboxId::as_str),
+            workspace_id: self.workspace_id.as_ref().map(WorkspaceId::as_str),
+            owner_user_id: self.owner_user_id.as_deref(),
+            external_user_id: self.external_user_id.as_deref(),
+            external_workspace_id: self.external_workspace_id.as_deref(),
+            external_project_id: self.external_project_id.as_deref(),
+            request: self.request.as_ref(),
+            credential: self.credential.as_ref(),
+            outcome: self.outcome.as_str(),
+            prev_hash,
+        };
+        // Serialising plain strings and integers cannot fail.
+        let json = serde_json::to_vec(&canonical).unwrap_or_default();
+        let mut h = Sha256::new();
+        h.update(prev_hash.as_bytes());
+        h.update(b"\n");
+        h.update(&json);
+        hex::encode(h.finalize())
+    }
+
+    /// Joins the chain after `prev` (or starts it).
+    pub fn link(self, prev: Option<(i64, &str)>) -> AuditEvent {
+        let (seq, prev_hash) = match prev {
+            Some((s, h)) => (s + 1, h.to_owned()),
+            None => (1, GENESIS_HASH.to_owned()),
+        };
+        let hash = self.chain_hash(seq, &prev_hash);
+        AuditEvent {
+            entry: self,
+            seq,
+            prev_hash,
+            hash,
+        }
+    }
+}
+
+/// Where a chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenLink {
+    pub seq: i64,
+    /// The offending row; for a removed tail, the last row still there.
+    pub id: Option<AuditId>,
+    pub reason: String,
+}
+
+/// Walks a tenant's rows in `seq` order, carrying the state between pages.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    expected_seq: i64,
+    prev_hash: String,
+    last_id: Option<AuditId>,
+    pub checked: u64,
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        Self {
+            expected_seq: 1,
+            prev_hash: GENESIS_HASH.to_owned(),
+            last_id: None,
+            checked: 0,
+        }
+    }
+}
+
+impl ChainVerifier {
+    /// Checks the next row; the first error is the first broken link.
+    pub fn check(&mut self, ev: &AuditEvent) -> Result<(), BrokenLink> {
+        let broken = |reason: String| BrokenLink {
+            seq: ev.seq,
+            id: Some(ev.entry.id.clone()),
+            reason,
+        };
+        if ev.seq != self.expected_seq {
+            return Err(broken(format!(
+                "expected seq {} but found {} (a row is missing or was inserted)",
+                self.expected_seq, ev.seq
+            )));
+        }
+        if ev.prev_hash != self.prev_hash {
+            return Err(broken(
+                "prev_hash does not match the previous row's hash".into(),
+            ));
+        }
+        let recomputed = ev.entry.chain_hash(ev.seq, &ev.prev_hash);
+        if recomputed != ev.hash {
+            return Err(broken(
+                "hash does not match the row's content (the row was changed)".into(),
+            ));
+        }
+        self.expected_seq += 1;
+        self.prev_hash = ev.hash.clone();
+        self.checked += 1;
+        self.last_id = Some(ev.entry.id.clone());
+        Ok(())
+    }
+
+    /// After the last row: the stored chain head (`seq`, `hash`) must be the
+    /// last row checked, or rows at the end were removed.
+    pub fn check_head(&self, head: Option<(i64, &str)>) -> Result<(), BrokenLink> {
+        let last_seq = self.expected_seq - 1;
+        let (seq, hash) = head.unwrap_or((0, GENESIS_HASH));
+        if seq == last_seq && hash == self.prev_hash {
+            return Ok(());
+        }
+        Err(BrokenLink {
+            seq: last_seq + 1,
+            id: self.last_id.clone(),
+            reason: format!(
+                "the chain ends at seq {last_seq} but its head records seq {seq}: the newest rows were removed or changed"
+            ),
+        })
+    }
+}
+
+/// Parses a time filter: a look-back (`7d`, `24h`, `30m`, `90s`, counted
+/// back from `now`) or an RFC 3339 timestamp.
+pub fn parse_time_filter(
+    field: &str,
+    value: &str,
+    now: OffsetDateTime,
+) -> Result<OffsetDateTime, crate::FieldError> {
+    let bad = || {
+        crate::FieldError::new(
+            field,
+            "must be a duration like `7d`, `24h`, `30m`, `90s` or an RFC 3339 time",
+        )
+    };
+    if let Some(unit) = value.chars().last().filter(|c| "dhms".contains(*c)) {
+        let digits = &value[..value.len() - 1];
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            let n: i64 = digits.parse().map_err(|_| bad())?;
+            let secs = match unit {
+                'd' => n.checked_mul(86_400),
+                'h' => n.checked_mul(3_600),
+                'm' => n.checked_mul(60),
+                _ => Some(n),
+            }
+            .filter(|s| *s <= 100 * 365 * 86_400)
+            .ok_or_else(bad)?;
+            return Ok(now - time::Duration::seconds(secs));
+        }
+    }
+    OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.to_offset(time::UtcOffset::UTC))
+        .map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_filters() {
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let p = |v| parse_time_filter("since", v, now);
+        assert_eq!(p("7d").unwrap(), now - time::Duration::days(7));
+        assert_eq!(p("24h").unwrap(), now - time::Duration::hours(24));
+        assert_eq!(p("90s").unwrap(), now - time::Duration::seconds(90));
+        assert_eq!(
+            p("2023-11-14T22:13:20Z").unwrap(),
+            OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap()
+        );
+        for bad in ["", "d", "7", "7w", "-7d", "yesterday", "99999999999d"] {
+            assert_eq!(p(bad).unwrap_err().field, "since", "{bad}");
+        }
+    }
+
+    fn entry(action: &str) -> AuditEntry {
+        AuditEntry {
+            id: AuditId::generate(),
+            tenant_id: TenantId::parse("ten_01jdq3x5m8v2k7f4c9n6r1w0ab").unwrap(),
+            time: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+            action: action.into(),
+            actor: None,
+            target: None,
+            sandbox_id: None,
+            workspace_id: None,
+            owner_user_id: None,
+            external_user_id: Some("dr_smith@clinic1.example".into()),
+            external_workspace_id: None,
+            external_project_id: None,
+            request: Some(AuditRequest {
+                method: "GET".into(),
+                host: "api.openai.com".into(),
+                path: "/v1/models".into(),
+                status: Some(401),
+                bytes_out: 0,
+                bytes_in: 10,
+                duration_ms: 3,
+            }),
+            credential: None,
+            outcome: Outcome::Success,
+        }
+    }
+
+    #[test]
+    fn a_chain_verifies_and_any_change_breaks_it() {
+        let a = entry(action::EGRESS_REQUEST).link(None);
+        let b = entry(action::EGRESS_REQUEST).link(Some((a.seq, &a.hash)));
+        let c = entry(action::SECRET_SET).link(Some((b.seq, &b.hash)));
+        let mut v = ChainVerifier::default();
+        for ev in [&a, &b, &c] {
+            v.check(ev).unwrap();
+        }
+        assert_eq!(v.checked, 3);
+
+        let mut tampered = b.clone();
+        tampered.entry.request.as_mut().unwrap().status = Some(200);
+        let mut v = ChainVerifier::default();
+        v.check(&a).unwrap();
+        let err = v.check(&tampered).unwrap_err();
+        assert_eq!(err.seq, 2);
+        assert!(err.reason.contains("changed"), "{err:?}");
+
+        let mut v = ChainVerifier::default();
+        v.check(&a).unwrap();
+        assert!(v.check(&c).unwrap_err().reason.contains("missing"));
+
+        // A removed tail: the rows left verify, the head does not match.
+        let mut v = ChainVerifier::default();
+        v.check(&a).unwrap();
+        v.check(&b).unwrap();
+        assert!(v.check_head(Some((2, &b.hash))).is_ok());
+        let err = v.check_head(Some((3, &c.hash))).unwrap_err();
+        assert!(err.reason.contains("removed"), "{err:?}");
+        assert!(ChainVerifier::default().check_head(None).is_ok());
+    }
+
+    #[test]
+    fn outcome_round_trip() {
+        for o in [Outcome::Success, Outcome::Denied, Outcome::Error] {
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! One audit row per proxied request, raw tunnel, or refused or failed
+//! attempt. A [`Record`] is shared by whatever is still moving bytes for the
+//! request (the response body, an upgraded stream); when the last holder
+//! lets go, the row is written — exactly once, whichever way it ended.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, Ordering},
+        Arc, OnceLock,
+    },
+    time::Instant,
+};
+
+use miosa_core::{audit::action, AuditCredential, AuditEntry, AuditId, AuditRequest, Outcome};
+
+use crate::credential::{AuditSink, Credential, SandboxIdentity};
+
+/// The row being built for one request.
+pub(crate) struct Record {
+    sink: Arc<dyn AuditSink>,
+    identity: Arc<SandboxIdentity>,
+    method: String,
+    host: String,
+    path: String,
+    credential: OnceLock<AuditCredential>,
+    /// When the request arrived.
+    time: time::OffsetDateTime,
+    start: Instant,
+    /// 0 until a response is sent.
+    status: AtomicU16,
+    bytes_out: AtomicU64,
+    bytes_in: AtomicU64,
+    outcome: AtomicU8,
+    /// Set when the attempt turned out to need no row of its own (an
+    /// intercepted tunnel: its requests get rows instead).
+    silent: AtomicBool,
+}
+
+const SUCCESS: u8 = 0;
+const DENIED: u8 = 1;
+const ERROR: u8 = 2;
+
+impl Record {
+    pub(crate) fn new(
+        sink: Arc<dyn AuditSink>,
+        identity: Arc<SandboxIdentity>,
+        method: &str,
+        host: &str,
+        path: &str,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            sink,
+            identity,
+            method: method.to_owned(),
+            host: host.to_owned(),
+            path: path.to_owned(),
+            credential: OnceLock::new(),
+            time: miosa_core::time_util::now(),
+            start: Instant::now(),
+            status: AtomicU16::new(0),
+            bytes_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            outcome: AtomicU8::new(SUCCESS),
+            silent: AtomicBool::new(false),
+        })
+    }
+
+    /// Names the secret that was substituted (never its value); the first
+    /// one named stays.
+    pub(crate) fn set_credential(&self, credential: &Credential) {
+        let _ = self.credential.set(AuditCredential {
+            secret_id: credential.secret.id.clone(),
+            name: credential.secret.name.clone(),
+            scope: credential.secret.scope,
+        });
+    }
+
+    pub(crate) fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_outcome(&self, outcome: Outcome) {
+        let v = match outcome {
+            Outcome::Success => SUCCESS,
+            Outcome::Denied => DENIED,
+            Outcome::Error => ERROR,
+        };
+        self.outcome.store(v, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_out(&self, n: u64) {
+        self.bytes_out.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_in(&self, n: u64) {
+        self.bytes_in.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Drops the row: something else records this attempt.
+    pub(crate) fn silence(&self) {
+        self.silent.store(true, Ordering::Relaxed);
+    }
+
+    /// The host the row names.
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn entry(&mut self) -> AuditEntry {
+        let id = &self.identity;
+        let status = *self.status.get_mut();
+        let outcome = match *self.outcome.get_mut() {
+            DENIED => Outcome::Denied,
+            ERROR => Outcome::Error,
+            _ => Outcome::Success,
+        };
+        AuditEntry {
+            id: AuditId::generate(),
+            tenant_id: id.tenant_id.clone(),
+            time: self.time,
+            action: action::EGRESS_REQUEST.to_owned(),
+            actor: None,
+            target: None,
+            sandbox_id: Some(id.sandbox_id.clone()),
+            workspace_id: id.workspace_id.clone(),
+            owner_user_id: id.labels.owner_user_id.clone(),
+            external_user_id: id.labels.external_user_id.clone(),
+            external_workspace_id: id.labels.external_workspace_id.clone(),
+            external_project_id: id.labels.external_project_id.clone(),
+            request: Some(AuditRequest {
+                method: std::mem::take(&mut self.method),
+                host: std::mem::take(&mut self.host),
+                path: std::mem::take(&mut self.path),
+                status: (status != 0).then_some(status),
+                bytes_out: *self.bytes_out.get_mut(),
+                bytes_in: *self.bytes_in.get_mut(),
+                duration_ms: u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            }),
+            credential: self.credential.take(),
+            outcome,
+        }
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        if *self.silent.get_mut() {
+            return;
+        }
+        let entry = self.entry();
+        self.sink.record(entry);
+    }
+}

@@ -1,0 +1,35 @@
+//! The operator's knobs for the egress proxy.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+/// The system trust bundle upstream certificates are verified against
+/// (Debian's `ca-certificates`).
+pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Bodies up to this many bytes are buffered for substitution by default.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// How the proxy reaches upstreams.
+#[derive(Debug, Clone)]
+pub struct EgressConfig {
+    /// Operator-only resolver override, host → address (tests, private
+    /// upstreams). An overridden host skips the private-address refusal; the
+    /// address's port replaces the requested one.
+    pub resolve: Vec<(String, SocketAddr)>,
+    /// A PEM file of extra roots trusted for upstream TLS on top of
+    /// [`SYSTEM_ROOTS`].
+    pub upstream_extra_ca: Option<PathBuf>,
+    /// Request bodies up to this size are buffered for substitution; larger
+    /// ones stream through unchanged.
+    pub max_body_bytes: usize,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        Self {
+            resolve: Vec::new(),
+            upstream_extra_ca: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! What the proxy knows about a sandbox and its secrets, and the two seams
+//! through which it learns and reports: [`CredentialSource`] and
+//! [`AuditSink`].
+
+use std::{fmt, sync::Arc};
+
+use async_trait::async_trait;
+use miosa_core::{AuditEntry, Labels, SandboxId, Secret, TenantId, WorkspaceId};
+use zeroize::Zeroizing;
+
+/// Who a connection belongs to: fixed by the socket it arrived on, never by
+/// anything the sandbox says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxIdentity {
+    /// The tenant that owns the sandbox.
+    pub tenant_id: TenantId,
+    /// The sandbox.
+    pub sandbox_id: SandboxId,
+    /// Its Miosa workspace, if any.
+    pub workspace_id: Option<WorkspaceId>,
+    /// The tenant's attribution labels, copied into every audit row.
+    pub labels: Labels,
+}
+
+/// A secret value in the proxy's memory: wiped on drop, `[redacted]` when
+/// formatted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(Zeroizing<String>);
+
+impl SecretValue {
+    /// Wraps a plaintext value.
+    pub fn new(value: String) -> Self {
+        Self(Zeroizing::new(value))
+    }
+
+    /// The value itself. Call sites are easy to grep for.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretValue {
+    fn from(value: String) -> Self {
+        Self::new(value)
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// One secret a sandbox may use: its metadata, the placeholder the sandbox
+/// sees, and the value the proxy substitutes.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// The secret's metadata (name, scope, allowed hosts).
+    pub secret: Secret,
+    /// What the sandbox sees instead of the value; must start with
+    /// [`miosa_core::secret::PLACEHOLDER_PREFIX`] (others are never matched).
+    pub placeholder: String,
+    /// The real value.
+    pub value: SecretValue,
+}
+
+/// Where the proxy gets a sandbox's credentials.
+#[async_trait]
+pub trait CredentialSource: Send + Sync + 'static {
+    /// The credentials currently in force for `sandbox`. Called for every
+    /// request that carries a placeholder (the implementation caches; a
+    /// disabled secret must stop resolving on the very next request). An
+    /// error fails that request with 502; it is never shown to the sandbox.
+    async fn credentials(&self, sandbox: &SandboxIdentity) -> Result<Arc<Vec<Credential>>, String>;
+}
+
+/// Where the proxy sends its audit rows.
+pub trait AuditSink: Send + Sync + 'static {
+    /// Takes one row. Must not block: the implementation batches.
+    fn record(&self, entry: AuditEntry);
+
+    /// Resolves when the sink can take more rows. The proxy awaits it before
+    /// each request, so a writer that falls behind slows traffic down
+    /// instead of losing rows.
+    fn ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
+}

@@ -1,0 +1,451 @@
+//! One request, sandbox → upstream → sandbox: buffer what substitution may
+//! need, substitute (HTTPS only), send on a pooled connection, and hand the
+//! response back scrubbed. `Upgrade` requests (WebSocket) become spliced
+//! streams once the upstream switches protocols.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::{
+    header::{self, HeaderName},
+    HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version,
+};
+use http_body::Body as _;
+use http_body_util::BodyExt as _;
+use hyper::{body::Incoming, upgrade::OnUpgrade};
+use hyper_util::rt::TokioIo;
+use tracing::Instrument as _;
+
+use crate::{
+    audit::Record,
+    body::{ReqBody, RespBody},
+    io::splice,
+    pool::{Checkin, Conn, Pool, PoolKey},
+    proxy::SandboxCtx,
+    scrub::ScrubSet,
+    substitute::{request_has_placeholder, Encoding, Substituter},
+    target::Target,
+    EgressError,
+};
+
+/// Forwards `req` to `target` (over TLS when `tls`, and only then with
+/// substitution) and returns what the sandbox gets. Writes one audit row.
+pub(crate) async fn forward(
+    ctx: &SandboxCtx,
+    req: Request<Incoming>,
+    target: &Target,
+    tls: bool,
+) -> Response<RespBody> {
+    let record = Record::new(
+        ctx.shared.audit.clone(),
+        ctx.identity.clone(),
+        req.method().as_str(),
+        &target.host,
+        req.uri().path(),
+    );
+    match exchange(ctx, req, target, tls, &record).await {
+        Ok(resp) => resp,
+        Err(err) => failure(&err, record),
+    }
+}
+
+/// The sandbox's answer when the proxy itself refuses or fails: a short
+/// text saying why (never a secret), with the row marked accordingly.
+pub(crate) fn failure(err: &EgressError, record: Arc<Record>) -> Response<RespBody> {
+    let status = err.status();
+    record.set_status(status.as_u16());
+    record.set_outcome(err.outcome());
+    tracing::debug!(host = record.host(), error = %err, "egress request not forwarded");
+    text_response(status, format!("miosa egress: {err}\n"), Some(record))
+}
+
+/// A plain-text response written by the proxy.
+pub(crate) fn text_response(
+    status: StatusCode,
+    text: String,
+    record: Option<Arc<Record>>,
+) -> Response<RespBody> {
+    let mut resp = Response::new(RespBody::full(Bytes::from(text), record));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// A request body as substitution sees it.
+enum BodyIn {
+    /// Read whole (within the buffering limit).
+    Buffered(Bytes),
+    /// Too large: what was read so far, then the rest, sent unchanged.
+    Stream(Bytes, Incoming),
+}
+
+async fn exchange(
+    ctx: &SandboxCtx,
+    mut req: Request<Incoming>,
+    target: &Target,
+    tls: bool,
+    record: &Arc<Record>,
+) -> Result<Response<RespBody>, EgressError> {
+    let upgrade = is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, incoming) = req.into_parts();
+    let mut path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    let default_port = if tls { 443 } else { 80 };
+    let host_header = (parts.uri.authority().is_some()
+        || !parts.headers.contains_key(header::HOST))
+    .then(|| host_header(target, &parts.uri, default_port));
+
+    let mut body = if tls {
+        read_body(incoming, ctx.shared.max_body_bytes).await?
+    } else {
+        BodyIn::Stream(Bytes::new(), incoming)
+    };
+
+    let scrub = if tls {
+        substitute(
+            ctx,
+            target,
+            &mut parts.headers,
+            &mut path_and_query,
+            &mut body,
+            record,
+        )
+        .await?
+    } else {
+        None
+    };
+
+    if let BodyIn::Buffered(b) = &body {
+        let framed = parts.headers.contains_key(header::CONTENT_LENGTH)
+            || parts.headers.contains_key(header::TRANSFER_ENCODING);
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        if framed || !b.is_empty() {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+        }
+    }
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    parts.headers.remove(header::EXPECT);
+    parts.headers.remove(header::PROXY_AUTHORIZATION);
+    if let Some(h) = host_header {
+        parts.headers.insert(header::HOST, h);
+    }
+    parts.uri = Uri::try_from(path_and_query)
+        .map_err(|_| EgressError::BadRequest("the request target is not a valid path"))?;
+    parts.version = Version::HTTP_11;
+
+    let body = match body {
+        BodyIn::Buffered(b) => ReqBody::full(b, record.clone()),
+        BodyIn::Stream(prefix, rest) => ReqBody::stream(prefix, rest, record.clone()),
+    };
+    let key = PoolKey {
+        host: target.host.clone(),
+        port: target.port,
+        addr: target.addr,
+        tls,
+    };
+    let (resp, conn) = send(&ctx.pool, &key, Request::from_parts(parts, body)).await?;
+    record.set_status(resp.status().as_u16());
+
+    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status())
+    {
+        return Ok(switch_protocols(
+            ctx,
+            client_upgrade,
+            resp,
+            scrub.as_ref(),
+            record,
+        ));
+    }
+
+    let (mut parts, incoming) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    parts.version = Version::HTTP_11;
+    if let Some(s) = &scrub {
+        s.headers(&mut parts.headers);
+        if !incoming.is_end_stream() {
+            // Scrubbing may change the length; the body goes chunked.
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
+    }
+    let checkin = Checkin::new(ctx.pool.clone(), conn);
+    let body = RespBody::upstream(
+        incoming,
+        scrub.map(ScrubSet::stream),
+        record.clone(),
+        Some(checkin),
+    );
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The upstream agreed to switch protocols: splice the two upgraded
+/// streams (the row is written when they close) and pass the 101 on.
+fn switch_protocols(
+    ctx: &SandboxCtx,
+    client_upgrade: OnUpgrade,
+    mut resp: Response<Incoming>,
+    scrub: Option<&ScrubSet>,
+    record: &Arc<Record>,
+) -> Response<RespBody> {
+    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    let (record, stop) = (record.clone(), ctx.stop.clone());
+    tokio::spawn(
+        async move {
+            match tokio::join!(client_upgrade, upstream_upgrade) {
+                (Ok(sandbox), Ok(upstream)) => {
+                    splice(TokioIo::new(sandbox), TokioIo::new(upstream), record, stop).await;
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    record.set_outcome(miosa_core::Outcome::Error);
+                    tracing::debug!(error = %e, "upgrade failed");
+                }
+            }
+        }
+        .in_current_span(),
+    );
+    let (mut parts, _) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, true);
+    if let Some(s) = scrub {
+        s.headers(&mut parts.headers);
+    }
+    Response::from_parts(parts, RespBody::empty())
+}
+
+/// Replaces the placeholders the request carries with the values allowed
+/// for `target` (fetching credentials only when there is a placeholder),
+/// names the first secret used in the row, and returns what to scrub from
+/// the response.
+async fn substitute(
+    ctx: &SandboxCtx,
+    target: &Target,
+    headers: &mut HeaderMap,
+    path_and_query: &mut String,
+    body: &mut BodyIn,
+    record: &Record,
+) -> Result<Option<ScrubSet>, EgressError> {
+    let buffered = match &*body {
+        BodyIn::Buffered(b) => Some(&b[..]),
+        BodyIn::Stream(..) => None,
+    };
+    if !request_has_placeholder(headers, path_and_query, buffered) {
+        return Ok(None);
+    }
+    let creds = ctx
+        .shared
+        .creds
+        .credentials(&ctx.identity)
+        .await
+        .map_err(|cause| {
+            tracing::warn!(sandbox = %ctx.identity.sandbox_id, %cause, "credential source failed");
+            EgressError::Credentials
+        })?;
+    let mut sub = Substituter::new(&creds, &target.host);
+    sub.headers(headers);
+    if let Some(pq) = sub.path_and_query(path_and_query) {
+        *path_and_query = pq;
+    }
+    if let BodyIn::Buffered(b) = body {
+        let enc = Encoding::for_content_type(headers.get(header::CONTENT_TYPE));
+        if let Some(new) = sub.bytes(b, enc) {
+            *b = Bytes::from(new);
+        }
+    }
+    let Some(&first) = sub.used().first() else {
+        return Ok(None);
+    };
+    record.set_credential(&creds[first]);
+    // The response must be readable to be scrubbed.
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    Ok(ScrubSet::new(creds.clone(), sub.used()))
+}
+
+/// Sends on a pooled connection; a request a reused connection never took
+/// is retried once on a fresh one.
+async fn send(
+    pool: &Pool,
+    key: &PoolKey,
+    req: Request<ReqBody>,
+) -> Result<(Response<Incoming>, Conn), EgressError> {
+    let upstream_err = |e: hyper::Error| EgressError::Upstream {
+        host: key.host.clone(),
+        cause: e.to_string(),
+    };
+    let mut conn = pool.get(key).await?;
+    match conn.sender.try_send_request(req).await {
+        Ok(resp) => Ok((resp, conn)),
+        Err(mut e) => match (conn.reused, e.take_message()) {
+            (true, Some(req)) => {
+                let mut fresh = pool.connect(key).await?;
+                let resp = fresh.sender.send_request(req).await.map_err(upstream_err)?;
+                Ok((resp, fresh))
+            }
+            _ => Err(upstream_err(e.into_error())),
+        },
+    }
+}
+
+/// Reads the body whole if it fits in `max` bytes; otherwise returns what
+/// was read and the rest, to be streamed unchanged.
+async fn read_body(mut body: Incoming, max: usize) -> Result<BodyIn, EgressError> {
+    if body.is_end_stream() {
+        return Ok(BodyIn::Buffered(Bytes::new()));
+    }
+    let hint = body.size_hint();
+    if hint.lower() > max as u64 {
+        return Ok(BodyIn::Stream(Bytes::new(), body));
+    }
+    // Most bodies arrive as one frame: keep it without copying.
+    let mut first: Option<Bytes> = None;
+    let mut buf = BytesMut::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|_| EgressError::BadRequest("the request body could not be read"))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // request trailers are not forwarded
+        };
+        len += data.len();
+        if first.is_none() && buf.is_empty() {
+            first = Some(data);
+        } else {
+            if let Some(held) = first.take() {
+                buf.reserve(len.min(max.saturating_add(1)));
+                buf.extend_from_slice(&held);
+            }
+            buf.extend_from_slice(&data);
+        }
+        if len > max {
+            let read = first.take().unwrap_or_else(|| buf.split().freeze());
+            return Ok(BodyIn::Stream(read, body));
+        }
+    }
+    Ok(BodyIn::Buffered(first.unwrap_or_else(|| buf.freeze())))
+}
+
+/// The `Host` header for the upstream: the absolute-form URI's authority,
+/// else the target.
+fn host_header(target: &Target, uri: &Uri, default_port: u16) -> HeaderValue {
+    if let Some(auth) = uri.authority() {
+        if let Ok(v) = HeaderValue::from_str(auth.as_str()) {
+            return v;
+        }
+    }
+    let host = if target.host.contains(':') {
+        format!("[{}]", target.host)
+    } else {
+        target.host.clone()
+    };
+    let value = if target.port == default_port {
+        host
+    } else {
+        format!("{host}:{}", target.port)
+    };
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// Whether the request asks to switch protocols (`Connection: upgrade`).
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// Removes the headers that describe one hop, not the message; keeps
+/// `Connection: upgrade` and `Upgrade` when switching protocols.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = connection_tokens(headers)
+            .filter(|t| !t.eq_ignore_ascii_case("upgrade") && !t.eq_ignore_ascii_case("close"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .filter(|n| n != header::CONTENT_LENGTH && n != header::HOST)
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        PROXY_CONNECTION,
+        KEEP_ALIVE,
+        header::TE,
+        header::PROXY_AUTHENTICATE,
+    ] {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-hop"),
+        );
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert("x-end", HeaderValue::from_static("2"));
+        assert!(!is_upgrade(&h));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-end"], "2");
+
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h[header::UPGRADE], "websocket");
+    }
+
+    #[test]
+    fn host_headers() {
+        let t = Target {
+            host: "api.openai.com".into(),
+            port: 8443,
+            addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        let origin: Uri = "/v1".parse().unwrap();
+        assert_eq!(host_header(&t, &origin, 443), "api.openai.com:8443");
+        let abs: Uri = "http://example.com:8080/x".parse().unwrap();
+        assert_eq!(host_header(&t, &abs, 80), "example.com:8080");
+        let v6 = Target {
+            host: "2606:4700::1".into(),
+            port: 443,
+            addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        assert_eq!(host_header(&v6, &origin, 443), "[2606:4700::1]");
+    }
+}

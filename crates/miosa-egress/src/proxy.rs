@@ -1,0 +1,212 @@
+//! The proxy as the rest of Miosa sees it: one [`EgressProxy`] per host,
+//! sandboxes attached to it one Unix socket each.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::{FileTypeExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use miosa_core::SandboxId;
+use rustls::{crypto::CryptoProvider, ClientConfig};
+use tokio::{net::UnixListener, sync::watch, task::JoinHandle};
+use tracing::Instrument as _;
+
+use crate::{
+    ca::SandboxCa,
+    conn,
+    credential::{AuditSink, CredentialSource, SandboxIdentity},
+    io::Shutdown,
+    leaf::Leaves,
+    pool::Pool,
+    target::Resolver,
+    tls, EgressConfig, EgressError,
+};
+
+/// What every sandbox's connections share.
+pub(crate) struct Shared {
+    pub creds: Arc<dyn CredentialSource>,
+    pub audit: Arc<dyn AuditSink>,
+    pub resolver: Resolver,
+    pub max_body_bytes: usize,
+    client_tls: Arc<ClientConfig>,
+    provider: Arc<CryptoProvider>,
+}
+
+/// One attached sandbox, as its connections see it.
+pub(crate) struct SandboxCtx {
+    pub shared: Arc<Shared>,
+    pub identity: Arc<SandboxIdentity>,
+    pub leaves: Leaves,
+    pub pool: Arc<Pool>,
+    pub stop: Shutdown,
+}
+
+struct Attached {
+    stop: watch::Sender<bool>,
+    socket: PathBuf,
+    accept: JoinHandle<()>,
+}
+
+/// The credential-injecting egress proxy. Each attached sandbox has its own
+/// Unix socket, CA, leaf certificates and upstream connections.
+pub struct EgressProxy {
+    shared: Arc<Shared>,
+    attached: Mutex<HashMap<SandboxId, Attached>>,
+}
+
+impl EgressProxy {
+    /// Builds the proxy: loads the upstream roots once and keeps them.
+    pub fn new(
+        cfg: EgressConfig,
+        creds: Arc<dyn CredentialSource>,
+        audit: Arc<dyn AuditSink>,
+    ) -> Result<Self, EgressError> {
+        let provider = tls::provider();
+        let client_tls = tls::client_config(&provider, cfg.upstream_extra_ca.as_deref())?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                creds,
+                audit,
+                resolver: Resolver::new(&cfg.resolve),
+                max_body_bytes: cfg.max_body_bytes,
+                client_tls,
+                provider,
+            }),
+            attached: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Makes a new CA for `sandbox` (P-256, valid for
+    /// [`CA_VALIDITY`](crate::CA_VALIDITY)); put its PEM into the sandbox's
+    /// trust bundle and pass it to [`attach`](Self::attach).
+    pub fn new_ca(&self, sandbox: &SandboxId) -> Result<SandboxCa, EgressError> {
+        SandboxCa::generate(sandbox)
+    }
+
+    /// Binds `socket` (removing a stale socket file first, mode 0666: the
+    /// directory it lives in is the access control) and serves it on a
+    /// background task until [`detach`](Self::detach). Returns once the
+    /// socket accepts connections.
+    pub async fn attach(
+        &self,
+        identity: SandboxIdentity,
+        ca: SandboxCa,
+        socket: &Path,
+    ) -> Result<(), EgressError> {
+        if ca.sandbox_id() != &identity.sandbox_id {
+            return Err(EgressError::Config(format!(
+                "the CA was made for {}, not {}",
+                ca.sandbox_id(),
+                identity.sandbox_id
+            )));
+        }
+        let mut attached = self.lock_attached();
+        if attached.contains_key(&identity.sandbox_id) {
+            return Err(EgressError::AlreadyAttached(identity.sandbox_id));
+        }
+        let listener = bind(socket)?;
+        let (switch, stop) = Shutdown::new();
+        let sandbox_id = identity.sandbox_id.clone();
+        let ctx = Arc::new(SandboxCtx {
+            shared: self.shared.clone(),
+            identity: Arc::new(identity),
+            leaves: Leaves::new(ca, self.shared.provider.clone()),
+            pool: Arc::new(Pool::new(self.shared.client_tls.clone(), stop.clone())),
+            stop,
+        });
+        let accept = tokio::spawn(accept_loop(listener, ctx));
+        attached.insert(
+            sandbox_id,
+            Attached {
+                stop: switch,
+                socket: socket.to_owned(),
+                accept,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops accepting, closes that sandbox's connections (tunnels and
+    /// upstream connections included) and removes the socket file.
+    /// Idempotent.
+    pub async fn detach(&self, sandbox: &SandboxId) {
+        let Some(a) = self.lock_attached().remove(sandbox) else {
+            return;
+        };
+        let _ = a.stop.send(true);
+        if let Err(e) = a.accept.await {
+            tracing::warn!(%sandbox, error = %e, "egress accept loop failed");
+        }
+        remove_socket(&a.socket);
+    }
+
+    /// Whether `sandbox` is attached.
+    pub fn is_attached(&self, sandbox: &SandboxId) -> bool {
+        self.lock_attached().contains_key(sandbox)
+    }
+
+    fn lock_attached(&self) -> std::sync::MutexGuard<'_, HashMap<SandboxId, Attached>> {
+        self.attached.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for EgressProxy {
+    /// A dropped proxy stops serving every sandbox still attached.
+    fn drop(&mut self) {
+        for (_, a) in self.lock_attached().drain() {
+            let _ = a.stop.send(true);
+            remove_socket(&a.socket);
+        }
+    }
+}
+
+fn bind(socket: &Path) -> Result<UnixListener, EgressError> {
+    let err = |source: std::io::Error| EgressError::Listen {
+        path: socket.to_owned(),
+        source,
+    };
+    match std::fs::symlink_metadata(socket) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(socket).map_err(err)?,
+        Ok(_) => {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a socket",
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let listener = UnixListener::bind(socket).map_err(err)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).map_err(err)?;
+    Ok(listener)
+}
+
+fn remove_socket(socket: &Path) {
+    if let Err(e) = std::fs::remove_file(socket) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %socket.display(), error = %e, "removing the egress socket failed");
+        }
+    }
+}
+
+async fn accept_loop(listener: UnixListener, ctx: Arc<SandboxCtx>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let span = tracing::debug_span!("egress", sandbox = %ctx.identity.sandbox_id);
+                    tokio::spawn(conn::serve(stream, ctx.clone()).instrument(span));
+                }
+                Err(e) => {
+                    // Out of descriptors, most likely: back off a little.
+                    tracing::warn!(sandbox = %ctx.identity.sandbox_id, error = %e, "egress accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = ctx.stop.wait() => break,
+        }
+    }
+}

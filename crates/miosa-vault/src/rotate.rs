@@ -1,0 +1,173 @@
+//! Moving every stored value to a new master key.
+//!
+//! Only the wrapped data keys change; values are never decrypted. With key
+//! files the new key is written to `master-key.next` before anything is
+//! re-wrapped under it and replaces `master-key` only when nothing is left
+//! under another key, so a run that dies at any point leaves every value
+//! readable from the files, and a rerun picks up `master-key.next` and
+//! finishes the job.
+
+use std::{collections::HashSet, path::PathBuf};
+
+use miosa_core::{SealedVersion, SecretId};
+use miosa_store::Store;
+
+use crate::{
+    error::{VaultError, VaultResult},
+    key::MasterKey,
+    keyfile::{self, NEXT_KEY_FILE},
+    ring::KeyRing,
+};
+
+/// Versions re-wrapped per store transaction.
+pub const REWRAP_BATCH: u32 = 500;
+
+/// The key to rotate to.
+#[derive(Debug)]
+pub enum RotateTarget {
+    /// For a ring backed by key files: a new key generated into
+    /// `master-key.next` (or the one already there from an interrupted run).
+    NewKeyFile,
+    /// For a configured key: this one (`MIOSA_NEW_MASTER_KEY`).
+    Key(MasterKey),
+}
+
+/// What a rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotateReport {
+    /// The key every stored value is now wrapped under.
+    pub new_kek_id: String,
+    /// Versions re-wrapped by this run.
+    pub rewrapped: u64,
+    /// True if this run finished one that was interrupted.
+    pub resumed: bool,
+    /// The key file now holding the new key (file-backed rings only).
+    pub key_file: Option<PathBuf>,
+}
+
+/// Re-wraps every stored version under the new key and makes it current.
+///
+/// `ring` must be able to open every stored version. Values sealed by other
+/// processes while this runs are picked up: file-backed rings seal under
+/// `master-key.next` as soon as it exists, and the store is swept once more
+/// after the rename, while the old key is still in memory.
+pub async fn rotate_master_key(
+    store: &dyn Store,
+    ring: &KeyRing,
+    target: RotateTarget,
+) -> VaultResult<RotateReport> {
+    rotate(store, ring, target, REWRAP_BATCH, None).await
+}
+
+/// [`rotate_master_key`] in batches of `batch`, stopping after
+/// `max_batches` batches when given (what a crash mid-way leaves behind,
+/// for tests).
+pub(crate) async fn rotate(
+    store: &dyn Store,
+    ring: &KeyRing,
+    target: RotateTarget,
+    batch: u32,
+    max_batches: Option<usize>,
+) -> VaultResult<RotateReport> {
+    match (target, ring.key_dir()) {
+        (RotateTarget::NewKeyFile, Some(dir)) => {
+            let (next, created) = keyfile::load_or_create(dir, NEXT_KEY_FILE)?;
+            let next = ring.add(next);
+            if !created {
+                tracing::info!(kek_id = next.id(), "resuming an interrupted rotation");
+            }
+            let mut rewrapped = rewrap_all(store, ring, &next, batch, max_batches).await?;
+            if max_batches.is_some() {
+                return Ok(RotateReport {
+                    new_kek_id: next.id().to_owned(),
+                    rewrapped,
+                    resumed: !created,
+                    key_file: None,
+                });
+            }
+            let key_file = keyfile::promote_next(dir, &next)?;
+            // A process that sealed just before `master-key.next` appeared
+            // may have committed after the last batch.
+            rewrapped += rewrap_all(store, ring, &next, batch, None).await?;
+            Ok(RotateReport {
+                new_kek_id: next.id().to_owned(),
+                rewrapped,
+                resumed: !created,
+                key_file: Some(key_file),
+            })
+        }
+        (RotateTarget::Key(new), None) => {
+            if new.id() == ring.current_id() {
+                return Err(VaultError::Rotation(
+                    "the new master key is the current one; generate a new key with \
+                     `openssl rand -hex 32`"
+                        .into(),
+                ));
+            }
+            let new = ring.add(new);
+            let rewrapped = rewrap_all(store, ring, &new, batch, max_batches).await?;
+            Ok(RotateReport {
+                new_kek_id: new.id().to_owned(),
+                rewrapped,
+                resumed: false,
+                key_file: None,
+            })
+        }
+        (RotateTarget::NewKeyFile, None) => Err(VaultError::Rotation(
+            "the master key is configured (MIOSA_MASTER_KEY), so the new key must be given \
+             too: set MIOSA_NEW_MASTER_KEY to 64 new hex characters (`openssl rand -hex 32`)"
+                .into(),
+        )),
+        (RotateTarget::Key(_), Some(_)) => Err(VaultError::Rotation(
+            "MIOSA_NEW_MASTER_KEY is only used with MIOSA_MASTER_KEY; with the key file, the \
+             rotation generates the new key itself"
+                .into(),
+        )),
+    }
+}
+
+/// Re-wraps batches of versions not under `new` until none remain (or
+/// `max_batches` are done); returns how many were re-wrapped.
+async fn rewrap_all(
+    store: &dyn Store,
+    ring: &KeyRing,
+    new: &MasterKey,
+    batch_size: u32,
+    max_batches: Option<usize>,
+) -> VaultResult<u64> {
+    let mut done: HashSet<(SecretId, u32)> = HashSet::new();
+    let mut batches = 0;
+    while max_batches.is_none_or(|max| batches < max) {
+        let batch = store
+            .sealed_versions_not_under(new.id(), batch_size)
+            .await?;
+        if batch.is_empty() {
+            break;
+        }
+        let mut rows = Vec::with_capacity(batch.len());
+        for v in batch {
+            if !done.insert((v.secret_id.clone(), v.version)) {
+                // Guards against looping forever on a store that does not
+                // record re-wraps.
+                return Err(VaultError::Rotation(format!(
+                    "version {} of {} is still not under {} after being re-wrapped",
+                    v.version,
+                    v.secret_id,
+                    new.id()
+                )));
+            }
+            rows.push(SealedVersion {
+                sealed: ring.rewrap(&v.sealed, new)?,
+                ..v
+            });
+        }
+        store.rewrap_versions(&rows).await?;
+        batches += 1;
+        tracing::info!(
+            rewrapped = done.len(),
+            kek_id = new.id(),
+            "re-wrapped a batch of secret versions"
+        );
+    }
+    Ok(done.len() as u64)
+}
