@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::{AuditId, SandboxId, SecretId, SecretScope, TenantId, WorkspaceId};
+use crate::{AuditId, Labels, SandboxId, Secret, SecretId, SecretScope, TenantId, WorkspaceId};
 
 /// `prev_hash` of a tenant's first row.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -93,6 +93,16 @@ pub struct AuditCredential {
     pub scope: SecretScope,
 }
 
+impl From<&Secret> for AuditCredential {
+    fn from(s: &Secret) -> Self {
+        Self {
+            secret_id: s.id.clone(),
+            name: s.name.clone(),
+            scope: s.scope,
+        }
+    }
+}
+
 fn scope_str<S: serde::Serializer>(s: &SecretScope, ser: S) -> Result<S::Ok, S::Error> {
     ser.serialize_str(s.as_str())
 }
@@ -154,6 +164,46 @@ struct Canonical<'a> {
 }
 
 impl AuditEntry {
+    /// A fresh row (new ID, now) of `action` in `tenant`, with nothing else
+    /// set; fill in the rest with the builders below or the fields.
+    pub fn new(tenant: &TenantId, action: &str, outcome: Outcome) -> Self {
+        Self {
+            id: AuditId::generate(),
+            tenant_id: tenant.clone(),
+            time: crate::time_util::now(),
+            action: action.to_owned(),
+            actor: None,
+            target: None,
+            sandbox_id: None,
+            workspace_id: None,
+            owner_user_id: None,
+            external_user_id: None,
+            external_workspace_id: None,
+            external_project_id: None,
+            request: None,
+            credential: None,
+            outcome,
+        }
+    }
+
+    /// Sets the sandbox and its identity chain (workspace and labels).
+    pub fn for_sandbox(
+        mut self,
+        sandbox: &SandboxId,
+        workspace: Option<&WorkspaceId>,
+        labels: &Labels,
+    ) -> Self {
+        self.sandbox_id = Some(sandbox.clone());
+        self.workspace_id = workspace.cloned();
+        self.owner_user_id.clone_from(&labels.owner_user_id);
+        self.external_user_id.clone_from(&labels.external_user_id);
+        self.external_workspace_id
+            .clone_from(&labels.external_workspace_id);
+        self.external_project_id
+            .clone_from(&labels.external_project_id);
+        self
+    }
+
     /// The hash this entry gets at position `seq` after `prev_hash`:
     /// hex SHA-256 of `prev_hash ‖ "\n" ‖ canonical JSON` (fixed field
     /// order, time as integer microseconds).

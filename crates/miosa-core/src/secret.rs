@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use time::OffsetDateTime;
 
-use crate::{base32, FieldError, Sandbox, SandboxId, SecretId, TenantId};
+use crate::{base32, FieldError, Labels, Sandbox, SandboxId, SecretId, TenantId, WorkspaceId};
 
 /// Where a secret applies. The order of [`SecretScope::PRECEDENCE`] is the
 /// resolution order: first match wins.
@@ -180,12 +180,16 @@ pub struct SandboxScopeKeys {
 
 impl SandboxScopeKeys {
     pub fn of(sandbox: &Sandbox) -> Self {
+        Self::new(&sandbox.id, sandbox.workspace_id.as_ref(), &sandbox.labels)
+    }
+
+    pub fn new(sandbox: &SandboxId, workspace: Option<&WorkspaceId>, labels: &Labels) -> Self {
         Self {
-            sandbox_id: sandbox.id.as_str().to_owned(),
-            owner_user_id: sandbox.labels.owner_user_id.clone(),
-            external_user_id: sandbox.labels.external_user_id.clone(),
-            external_workspace_id: sandbox.labels.external_workspace_id.clone(),
-            workspace_id: sandbox.workspace_id.as_ref().map(|w| w.as_str().to_owned()),
+            sandbox_id: sandbox.as_str().to_owned(),
+            owner_user_id: labels.owner_user_id.clone(),
+            external_user_id: labels.external_user_id.clone(),
+            external_workspace_id: labels.external_workspace_id.clone(),
+            workspace_id: workspace.map(|w| w.as_str().to_owned()),
         }
     }
 

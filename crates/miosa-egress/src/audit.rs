@@ -11,7 +11,7 @@ use std::{
     time::Instant,
 };
 
-use miosa_core::{audit::action, AuditCredential, AuditEntry, AuditId, AuditRequest, Outcome};
+use miosa_core::{audit::action, AuditCredential, AuditEntry, AuditRequest, Outcome};
 
 use crate::credential::{AuditSink, Credential, SandboxIdentity};
 
@@ -68,11 +68,9 @@ impl Record {
     /// Names the secret that was substituted (never its value); the first
     /// one named stays.
     pub(crate) fn set_credential(&self, credential: &Credential) {
-        let _ = self.credential.set(AuditCredential {
-            secret_id: credential.secret.id.clone(),
-            name: credential.secret.name.clone(),
-            scope: credential.secret.scope,
-        });
+        let _ = self
+            .credential
+            .set(AuditCredential::from(&credential.secret));
     }
 
     pub(crate) fn set_status(&self, status: u16) {
@@ -114,31 +112,23 @@ impl Record {
             ERROR => Outcome::Error,
             _ => Outcome::Success,
         };
-        AuditEntry {
-            id: AuditId::generate(),
-            tenant_id: id.tenant_id.clone(),
-            time: self.time,
-            action: action::EGRESS_REQUEST.to_owned(),
-            actor: None,
-            target: None,
-            sandbox_id: Some(id.sandbox_id.clone()),
-            workspace_id: id.workspace_id.clone(),
-            owner_user_id: id.labels.owner_user_id.clone(),
-            external_user_id: id.labels.external_user_id.clone(),
-            external_workspace_id: id.labels.external_workspace_id.clone(),
-            external_project_id: id.labels.external_project_id.clone(),
-            request: Some(AuditRequest {
-                method: std::mem::take(&mut self.method),
-                host: std::mem::take(&mut self.host),
-                path: std::mem::take(&mut self.path),
-                status: (status != 0).then_some(status),
-                bytes_out: *self.bytes_out.get_mut(),
-                bytes_in: *self.bytes_in.get_mut(),
-                duration_ms: u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
-            }),
-            credential: self.credential.take(),
-            outcome,
-        }
+        let mut row = AuditEntry::new(&id.tenant_id, action::EGRESS_REQUEST, outcome).for_sandbox(
+            &id.sandbox_id,
+            id.workspace_id.as_ref(),
+            &id.labels,
+        );
+        row.time = self.time;
+        row.request = Some(AuditRequest {
+            method: std::mem::take(&mut self.method),
+            host: std::mem::take(&mut self.host),
+            path: std::mem::take(&mut self.path),
+            status: (status != 0).then_some(status),
+            bytes_out: *self.bytes_out.get_mut(),
+            bytes_in: *self.bytes_in.get_mut(),
+            duration_ms: u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+        row.credential = self.credential.take();
+        row
     }
 }
 

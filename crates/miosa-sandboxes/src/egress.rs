@@ -2,7 +2,7 @@
 //! events: a fresh CA per sandbox (and per adoption after a restart), the
 //! proxy bound to the sandbox's own socket, and detaching on teardown.
 
-use miosa_core::{audit::action, AuditEntry, AuditId, Outcome, Sandbox};
+use miosa_core::{audit::action, AuditEntry, Outcome, Sandbox};
 use miosa_egress::{SandboxCa, SandboxIdentity};
 
 use crate::{Result, SandboxError, Sandboxes};
@@ -64,24 +64,13 @@ impl Sandboxes {
     /// Writes the audit row of a lifecycle event (`actor`: API key or `system`).
     pub(crate) async fn audit_lifecycle(&self, s: &Sandbox, act: &str, actor: &str) {
         let Some(log) = &self.audit else { return };
-        log.append_logged(AuditEntry {
-            id: AuditId::generate(),
-            tenant_id: s.tenant_id.clone(),
-            time: miosa_core::time_util::now(),
-            action: act.to_owned(),
-            actor: Some(actor.to_owned()),
-            target: None,
-            sandbox_id: Some(s.id.clone()),
-            workspace_id: s.workspace_id.clone(),
-            owner_user_id: s.labels.owner_user_id.clone(),
-            external_user_id: s.labels.external_user_id.clone(),
-            external_workspace_id: s.labels.external_workspace_id.clone(),
-            external_project_id: s.labels.external_project_id.clone(),
-            request: None,
-            credential: None,
-            outcome: Outcome::Success,
-        })
-        .await;
+        let mut row = AuditEntry::new(&s.tenant_id, act, Outcome::Success).for_sandbox(
+            &s.id,
+            s.workspace_id.as_ref(),
+            &s.labels,
+        );
+        row.actor = Some(actor.to_owned());
+        log.append_logged(row).await;
     }
 }
 

@@ -16,11 +16,11 @@ mod source;
 use std::sync::Arc;
 
 use miosa_audit::AuditLog;
-use miosa_core::{audit::action, AuditCredential, AuditEntry, AuditId, Outcome};
+use miosa_core::{audit::action, AuditCredential, AuditEntry, Outcome};
 use miosa_core::{
     secret::{self, SandboxScopeKeys},
-    NewSecretVersion, Page, PageRequest, Sandbox, SandboxId, Secret, SecretId, SecretScope,
-    TenantId, TenantSettings, WorkspaceId,
+    NewSecretVersion, Page, PageRequest, Sandbox, SandboxId, SealedValue, Secret, SecretId,
+    SecretScope, TenantId, TenantSettings, WorkspaceId,
 };
 use miosa_store::{SecretFilter, SettingsPatch, Store};
 use miosa_vault::KeyRing;
@@ -49,39 +49,22 @@ pub struct Secrets {
 
 /// The audit row of an action on a secret (or the settings) by `actor`.
 fn audit_row(tenant: &TenantId, actor: &str, act: &str, secret: Option<&Secret>) -> AuditEntry {
-    AuditEntry {
-        id: AuditId::generate(),
-        tenant_id: tenant.clone(),
-        time: miosa_core::time_util::now(),
-        action: act.to_owned(),
-        actor: Some(actor.to_owned()),
-        target: secret.map(|s| s.id.as_str().to_owned()),
-        sandbox_id: secret
-            .filter(|s| s.scope == SecretScope::Sandbox)
-            .and_then(|s| s.scope_key.as_deref())
-            .and_then(|k| SandboxId::parse(k).ok()),
-        workspace_id: secret
-            .filter(|s| s.scope == SecretScope::Workspace)
-            .and_then(|s| s.scope_key.as_deref())
-            .and_then(|k| WorkspaceId::parse(k).ok()),
-        owner_user_id: secret
-            .filter(|s| s.scope == SecretScope::User)
-            .and_then(|s| s.scope_key.clone()),
-        external_user_id: secret
-            .filter(|s| s.scope == SecretScope::ExternalUser)
-            .and_then(|s| s.scope_key.clone()),
-        external_workspace_id: secret
-            .filter(|s| s.scope == SecretScope::ExternalWorkspace)
-            .and_then(|s| s.scope_key.clone()),
-        external_project_id: None,
-        request: None,
-        credential: secret.map(|s| AuditCredential {
-            secret_id: s.id.clone(),
-            name: s.name.clone(),
-            scope: s.scope,
-        }),
-        outcome: Outcome::Success,
+    let mut row = AuditEntry::new(tenant, act, Outcome::Success);
+    row.actor = Some(actor.to_owned());
+    let Some(s) = secret else { return row };
+    row.target = Some(s.id.as_str().to_owned());
+    row.credential = Some(AuditCredential::from(s));
+    // The secret's scope key, in the column of the label it matches.
+    let key = s.scope_key.clone();
+    match s.scope {
+        SecretScope::Sandbox => row.sandbox_id = key.and_then(|k| SandboxId::parse(&k).ok()),
+        SecretScope::Workspace => row.workspace_id = key.and_then(|k| WorkspaceId::parse(&k).ok()),
+        SecretScope::User => row.owner_user_id = key,
+        SecretScope::ExternalUser => row.external_user_id = key,
+        SecretScope::ExternalWorkspace => row.external_workspace_id = key,
+        SecretScope::Tenant => {}
     }
+    row
 }
 
 impl Secrets {
@@ -268,19 +251,36 @@ impl Secrets {
     /// and its placeholder (no values), sorted by variable name.
     pub async fn exposed(&self, sandbox: &Sandbox) -> Result<Vec<Exposed>> {
         let keys = SandboxScopeKeys::of(sandbox);
-        let settings = self.store.get_settings(&sandbox.tenant_id).await?;
-        let candidates = self
-            .store
-            .candidate_secrets(&sandbox.tenant_id, &keys)
-            .await?;
-        let metas: Vec<Secret> = candidates.into_iter().map(|(s, _)| s).collect();
-        let resolved = secret::resolve(&keys, &metas, settings.allow_end_user_credentials);
-        Ok(resolved
+        Ok(self
+            .winners(&sandbox.tenant_id, &keys)
+            .await?
             .into_iter()
-            .map(|(env, s)| Exposed {
+            .map(|(env, s, _)| Exposed {
                 env,
                 placeholder: self.placeholder(&sandbox.id, &s.id),
-                secret: s.clone(),
+                secret: s,
+            })
+            .collect())
+    }
+
+    /// The secret that fills each exposed variable of the sandbox with
+    /// `keys` (the tenant's settings applied), with its sealed value,
+    /// sorted by variable name.
+    async fn winners(
+        &self,
+        tenant: &TenantId,
+        keys: &SandboxScopeKeys,
+    ) -> Result<Vec<(String, Secret, SealedValue)>> {
+        let settings = self.store.get_settings(tenant).await?;
+        let mut candidates = self.store.candidate_secrets(tenant, keys).await?;
+        let metas: Vec<Secret> = candidates.iter().map(|(s, _)| s.clone()).collect();
+        let resolved = secret::resolve(keys, &metas, settings.allow_end_user_credentials);
+        Ok(resolved
+            .into_iter()
+            .filter_map(|(env, chosen)| {
+                let i = candidates.iter().position(|(s, _)| s.id == chosen.id)?;
+                let (meta, sealed) = candidates.swap_remove(i);
+                Some((env, meta, sealed))
             })
             .collect())
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use miosa_core::{secret, SandboxId, SandboxScopeKeys};
+use miosa_core::{SandboxId, SandboxScopeKeys};
 use miosa_egress::{Credential, CredentialSource, SandboxIdentity};
 
 use crate::Secrets;
@@ -39,40 +39,19 @@ impl CredentialCache {
     }
 }
 
-fn keys_of(id: &SandboxIdentity) -> SandboxScopeKeys {
-    SandboxScopeKeys {
-        sandbox_id: id.sandbox_id.as_str().to_owned(),
-        owner_user_id: id.labels.owner_user_id.clone(),
-        external_user_id: id.labels.external_user_id.clone(),
-        external_workspace_id: id.labels.external_workspace_id.clone(),
-        workspace_id: id.workspace_id.as_ref().map(|w| w.as_str().to_owned()),
-    }
-}
-
 impl Secrets {
     async fn load(&self, id: &SandboxIdentity) -> Result<Vec<Credential>, String> {
         let tenant = &id.tenant_id;
-        let keys = keys_of(id);
-        let settings = self
-            .store
-            .get_settings(tenant)
+        let keys = SandboxScopeKeys::new(&id.sandbox_id, id.workspace_id.as_ref(), &id.labels);
+        let winners = self
+            .winners(tenant, &keys)
             .await
             .map_err(|e| e.to_string())?;
-        let candidates = self
-            .store
-            .candidate_secrets(tenant, &keys)
-            .await
-            .map_err(|e| e.to_string())?;
-        let metas: Vec<_> = candidates.iter().map(|(s, _)| s.clone()).collect();
-        let resolved = secret::resolve(&keys, &metas, settings.allow_end_user_credentials);
-        let mut out = Vec::with_capacity(resolved.len());
-        for chosen in resolved.values() {
-            let Some((meta, sealed)) = candidates.iter().find(|(s, _)| s.id == chosen.id) else {
-                continue;
-            };
+        let mut out = Vec::with_capacity(winners.len());
+        for (_, meta, sealed) in winners {
             // A value that cannot be opened (wrong or rotated-away key) is
             // skipped: its placeholder then goes out unchanged.
-            let plain = match self.vault.open(sealed, tenant.as_str().as_bytes()) {
+            let plain = match self.vault.open(&sealed, tenant.as_str().as_bytes()) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(secret = %meta.id, error = %e, "cannot open secret value");
@@ -85,8 +64,8 @@ impl Secrets {
             };
             out.push(Credential {
                 placeholder: self.placeholder(&id.sandbox_id, &meta.id),
-                secret: meta.clone(),
                 value: miosa_egress::SecretValue::new(value.to_owned()),
+                secret: meta,
             });
         }
         Ok(out)

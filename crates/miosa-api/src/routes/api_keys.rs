@@ -6,8 +6,8 @@ use axum::{
     Json,
 };
 use miosa_core::{
-    audit::action, issue_key, time_util, validate, ApiKey, ApiKeyId, AuditEntry, AuditId, KeyScope,
-    Outcome, WorkspaceId,
+    audit::action, issue_key, time_util, validate, ApiKey, ApiKeyId, AuditEntry, KeyScope, Outcome,
+    WorkspaceId,
 };
 use miosa_store::RevokeOutcome;
 use serde::{Deserialize, Serialize};
@@ -195,21 +195,10 @@ async fn audit_key_action(state: &AppState, caller: &TenantCaller, act: &str, ke
     state
         .audit
         .append_logged(AuditEntry {
-            id: AuditId::generate(),
-            tenant_id: caller.tenant_id.clone(),
-            time: time_util::now(),
-            action: act.to_owned(),
             actor: Some(caller.key_id.to_string()),
             target: Some(key.id.to_string()),
-            sandbox_id: None,
             workspace_id: key.scope.workspace_id().cloned(),
-            owner_user_id: None,
-            external_user_id: None,
-            external_workspace_id: None,
-            external_project_id: None,
-            request: None,
-            credential: None,
-            outcome: Outcome::Success,
+            ..AuditEntry::new(&caller.tenant_id, act, Outcome::Success)
         })
         .await;
 }

@@ -162,11 +162,19 @@ pub async fn agent_of(
     id: &str,
     query: &QueryParams,
 ) -> ApiResult<miosa_agent::AgentClient> {
-    let (_, agent) = state
+    Ok(sandbox_and_agent(state, caller, id, query).await?.1)
+}
+
+async fn sandbox_and_agent(
+    state: &AppState,
+    caller: &TenantCaller,
+    id: &str,
+    query: &QueryParams,
+) -> ApiResult<(Sandbox, miosa_agent::AgentClient)> {
+    Ok(state
         .sandboxes()?
         .agent(&caller.into(), id, workspace_hint(query)?.as_ref())
-        .await?;
-    Ok(agent)
+        .await?)
 }
 
 /// The sandbox's agent plus the variables every command there gets: each
@@ -177,10 +185,7 @@ pub async fn agent_with_credentials(
     id: &str,
     query: &QueryParams,
 ) -> ApiResult<(miosa_agent::AgentClient, BTreeMap<String, String>)> {
-    let (sandbox, agent) = state
-        .sandboxes()?
-        .agent(&caller.into(), id, workspace_hint(query)?.as_ref())
-        .await?;
+    let (sandbox, agent) = sandbox_and_agent(state, caller, id, query).await?;
     let env = state.secrets.env_for(&sandbox).await?;
     Ok((agent, env))
 }
