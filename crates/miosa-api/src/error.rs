@@ -120,6 +120,14 @@ impl From<miosa_secrets::SecretsError> for ApiError {
                 code: "end_user_credentials_disabled",
                 message: e.to_string(),
             },
+            E::WorkspaceKeyForbidden(why) => ApiError::Forbidden {
+                code: "workspace_key_forbidden",
+                message: why.to_owned(),
+            },
+            E::Contended => ApiError::Conflict {
+                code: "write_conflict",
+                message: e.to_string(),
+            },
             E::Store(StoreError::Conflict { entity, field }) => ApiError::Conflict {
                 code: "conflict",
                 message: format!(

@@ -62,6 +62,8 @@ pub struct SecretListParams {
     owner_user_id: Option<String>,
     external_user_id: Option<String>,
     external_workspace_id: Option<String>,
+    /// The secrets belonging to this workspace: its `workspace` secrets and
+    /// the end-user secrets bound to it.
     workspace_id: Option<String>,
 }
 

@@ -240,6 +240,14 @@ impl Client {
         self.call(Method::POST, "/v1/secrets", Some(body)).await
     }
 
+    pub async fn settings(&self) -> Result<Settings> {
+        self.get("/v1/settings").await
+    }
+
+    pub async fn update_settings(&self, body: &Value) -> Result<Settings> {
+        self.call(Method::PATCH, "/v1/settings", Some(body)).await
+    }
+
     /// `query` is the raw query string without `?`.
     pub async fn list_secrets(&self, query: &str) -> Result<List<Secret>> {
         self.get(&with_query("/v1/secrets", query)).await
@@ -267,14 +275,6 @@ impl Client {
 
     pub async fn sandbox_credentials(&self, id: &str) -> Result<List<Value>> {
         self.get(&format!("/v1/sandboxes/{id}/credentials")).await
-    }
-
-    pub async fn settings(&self) -> Result<Value> {
-        self.get("/v1/settings").await
-    }
-
-    pub async fn update_settings(&self, body: &Value) -> Result<Value> {
-        self.call(Method::PATCH, "/v1/settings", Some(body)).await
     }
 
     /// `query` is the raw query string without `?` (filters, limit, cursor).

@@ -108,6 +108,9 @@ pub struct Sandbox {
     pub on_timeout: String,
     pub created_at: String,
     pub expires_at: String,
+    /// The API key that created the sandbox.
+    #[serde(default)]
+    pub created_by_key_id: Option<String>,
 }
 
 /// The result of a finished command.
@@ -143,24 +146,41 @@ pub struct Secret {
     pub owner_user_id: Option<String>,
     pub external_user_id: Option<String>,
     pub external_workspace_id: Option<String>,
+    /// The workspace the secret belongs to (a `workspace` secret's key, or
+    /// an end-user secret's binding).
     pub workspace_id: Option<String>,
     pub expose_as_env: String,
     pub allowed_hosts: Vec<String>,
+    /// `headers`, `query`, `body`.
+    pub substitute_in: Vec<String>,
     pub version: u32,
     pub enabled: bool,
     pub created_at: String,
     pub updated_at: String,
+    /// Only in the answer to setting a secret: what the caller should know.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// A tenant's settings.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Settings {
+    pub allow_end_user_credentials: bool,
+    pub require_allowed_hosts: bool,
+    pub workspace_keys_use_unbound_secrets: bool,
 }
 
 impl Secret {
     /// The scope's key (`None` for tenant scope).
     pub fn scope_key(&self) -> Option<&str> {
-        self.sandbox_id
-            .as_deref()
-            .or(self.owner_user_id.as_deref())
-            .or(self.external_user_id.as_deref())
-            .or(self.external_workspace_id.as_deref())
-            .or(self.workspace_id.as_deref())
+        match self.scope.as_str() {
+            "sandbox" => self.sandbox_id.as_deref(),
+            "user" => self.owner_user_id.as_deref(),
+            "external_user" => self.external_user_id.as_deref(),
+            "external_workspace" => self.external_workspace_id.as_deref(),
+            "workspace" => self.workspace_id.as_deref(),
+            _ => None,
+        }
     }
 }
 

@@ -23,7 +23,7 @@ pub use page::{Page, PageRequest};
 pub use redacted::Redacted;
 pub use sandbox::{Labels, OnTimeout, Sandbox, SandboxStatus};
 pub use secret::{
-    NewSecretVersion, SandboxScopeKeys, SealedValue, SealedVersion, Secret, SecretScope,
-    TenantSettings,
+    AadVersion, NewSecretVersion, SandboxScopeKeys, SealedValue, SealedVersion, Secret,
+    SecretScope, SubstituteIn, TenantSettings,
 };
 pub use tenancy::{issue_key, ApiKey, KeyScope, NewApiKey, Tenant, Workspace};

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use time::OffsetDateTime;
 
-use crate::{FieldError, SandboxId, TenantId, WorkspaceId};
+use crate::{ApiKeyId, FieldError, SandboxId, TenantId, WorkspaceId};
 
 /// Where a sandbox is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,6 +102,13 @@ pub struct Sandbox {
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
     pub destroyed_at: Option<OffsetDateTime>,
+    /// The API key that created the sandbox (`None` for rows made before
+    /// this was recorded).
+    pub created_by_key_id: Option<ApiKeyId>,
+    /// Whether that key was workspace-scoped: such sandboxes resolve only
+    /// end-user secrets bound to their workspace, unless the tenant allows
+    /// unbound ones.
+    pub created_by_workspace_key: bool,
 }
 
 /// Limits on labels, names and maps.

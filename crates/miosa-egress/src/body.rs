@@ -199,6 +199,14 @@ impl Body for RespBody {
                             .as_mut()
                             .map(Scrubber::finish)
                             .unwrap_or_default();
+                        let trailers = match (&this.scrub, trailers.into_trailers()) {
+                            (Some(s), Ok(mut t)) => {
+                                s.trailers(&mut t);
+                                Frame::trailers(t)
+                            }
+                            (_, Ok(t)) => Frame::trailers(t),
+                            (_, Err(other)) => other,
+                        };
                         (held, Some(trailers))
                     }
                 },

@@ -22,7 +22,14 @@ pub struct EgressConfig {
     /// Request bodies up to this size are buffered for substitution; larger
     /// ones stream through unchanged.
     pub max_body_bytes: usize,
+    /// Ports a raw (not intercepted: the client did not start TLS) CONNECT
+    /// tunnel may reach, so a sandbox cannot, say, send mail from the host's
+    /// address. Intercepted tunnels carry HTTP only and may go to any port.
+    pub raw_tunnel_ports: Vec<u16>,
 }
+
+/// The default of [`EgressConfig::raw_tunnel_ports`].
+pub const DEFAULT_RAW_TUNNEL_PORTS: [u16; 2] = [443, 80];
 
 impl Default for EgressConfig {
     fn default() -> Self {
@@ -30,6 +37,7 @@ impl Default for EgressConfig {
             resolve: Vec::new(),
             upstream_extra_ca: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            raw_tunnel_ports: DEFAULT_RAW_TUNNEL_PORTS.to_vec(),
         }
     }
 }

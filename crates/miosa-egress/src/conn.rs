@@ -195,8 +195,14 @@ where
     let io = Prefixed::new(Bytes::copy_from_slice(&first[..n]), io);
     if looks_tls {
         intercept(ctx, io, target, record).await;
-    } else {
+    } else if ctx.shared.raw_tunnel_ports.contains(&target.port) {
         raw(ctx, io, target, record).await;
+    } else {
+        // The tunnel was already granted (200): closing it is the refusal.
+        let err = EgressError::PortNotAllowed { port: target.port };
+        record.set_status(err.status().as_u16());
+        record.set_outcome(err.outcome());
+        tracing::debug!(host = %target.host, error = %err, "raw tunnel refused");
     }
 }
 
@@ -237,11 +243,21 @@ where
             return;
         }
     };
-    let name = start
-        .client_hello()
-        .server_name()
-        .map(normalize_host)
-        .unwrap_or_else(|| target.host.clone());
+    // The certificate is for the host the tunnel goes to; a ClientHello
+    // naming another host would reach this one with that one's secrets.
+    if let Some(sni) = start.client_hello().server_name().map(normalize_host) {
+        if sni != target.host {
+            let err = EgressError::Misdirected {
+                tunnel: target.host.clone(),
+                named: sni,
+            };
+            record.set_status(err.status().as_u16());
+            record.set_outcome(err.outcome());
+            tracing::debug!(error = %err, "TLS server name does not match the tunnel");
+            return;
+        }
+    }
+    let name = target.host.clone();
     let config = match ctx.leaves.server_config(&name) {
         Ok(c) => c,
         Err(e) => {
@@ -272,8 +288,45 @@ where
         let (ctx, target) = (ctx.clone(), target.clone());
         async move {
             ctx.shared.audit.ready().await;
+            if let Some(named) = misdirected(&req, &target) {
+                let record = Record::new(
+                    ctx.shared.audit.clone(),
+                    ctx.identity.clone(),
+                    req.method().as_str(),
+                    &target.host,
+                    req.uri().path(),
+                );
+                let err = EgressError::Misdirected {
+                    tunnel: target.host.clone(),
+                    named,
+                };
+                return Ok::<_, Infallible>(failure(&err, record));
+            }
             Ok::<_, Infallible>(forward(&ctx, req, &target, true).await)
         }
     });
     serve_http(tls, svc, &stop).await;
+}
+
+/// The authority a request inside a tunnel names (its absolute-form target,
+/// else its `Host` header), if that is not the tunnel's own host and port:
+/// virtual hosting would otherwise deliver it, and the tunnel's secrets,
+/// to another site on the same address.
+fn misdirected<B>(req: &Request<B>, target: &Target) -> Option<String> {
+    let named = match req.uri().authority() {
+        Some(a) => a.as_str().to_owned(),
+        None => req
+            .headers()
+            .get(http::header::HOST)?
+            .to_str()
+            .ok()?
+            .to_owned(),
+    };
+    let authority: http::uri::Authority = match named.parse() {
+        Ok(a) => a,
+        Err(_) => return Some(named),
+    };
+    let host = normalize_host(authority.host());
+    let port = authority.port_u16().unwrap_or(443);
+    (host != target.host || port != target.port).then_some(named)
 }

@@ -20,6 +20,10 @@ pub struct SandboxIdentity {
     pub workspace_id: Option<WorkspaceId>,
     /// The tenant's attribution labels, copied into every audit row.
     pub labels: Labels,
+    /// Whether a workspace key created the sandbox (it then resolves only
+    /// end-user secrets bound to its workspace, unless the tenant allows
+    /// unbound ones).
+    pub created_by_workspace_key: bool,
 }
 
 /// A secret value in the proxy's memory: wiped on drop, `[redacted]` when

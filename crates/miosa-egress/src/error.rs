@@ -88,6 +88,30 @@ pub enum EgressError {
         /// What went wrong.
         cause: String,
     },
+    /// Inside a tunnel to one host, a request named another (in its `Host`
+    /// header, its absolute-form target or the TLS SNI).
+    #[error("this connection is for {tunnel}; a request for {named} needs a CONNECT of its own")]
+    Misdirected {
+        /// The host the tunnel was opened to.
+        tunnel: String,
+        /// The host the request named.
+        named: String,
+    },
+    /// What the upstream sent back could not be scrubbed, so it is not
+    /// passed on.
+    #[error("{host} sent {what}; refused, since it could carry the secret back unscrubbed")]
+    Unscrubbable {
+        /// The host.
+        host: String,
+        /// What it sent.
+        what: &'static str,
+    },
+    /// A raw (non-TLS) tunnel to a port the operator does not allow.
+    #[error("raw tunnels to port {port} are not allowed (egress_allowed_ports)")]
+    PortNotAllowed {
+        /// The port asked for.
+        port: u16,
+    },
     /// The credential source failed; the request was not forwarded.
     #[error("the sandbox's credentials are unavailable")]
     Credentials,
@@ -97,7 +121,8 @@ impl EgressError {
     /// The status the sandbox receives for this failure.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Refused { .. } => StatusCode::FORBIDDEN,
+            Self::Refused { .. } | Self::PortNotAllowed { .. } => StatusCode::FORBIDDEN,
+            Self::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
         }
@@ -106,7 +131,9 @@ impl EgressError {
     /// How the audit row records this failure.
     pub fn outcome(&self) -> Outcome {
         match self {
-            Self::Refused { .. } => Outcome::Denied,
+            Self::Refused { .. } | Self::Misdirected { .. } | Self::PortNotAllowed { .. } => {
+                Outcome::Denied
+            }
             _ => Outcome::Error,
         }
     }

@@ -25,7 +25,7 @@ use crate::{
     scrub::ScrubSet,
     substitute::{request_has_placeholder, Encoding, Substituter},
     target::Target,
-    EgressError,
+    ws, EgressError,
 };
 
 /// Forwards `req` to `target` (over TLS when `tls`, and only then with
@@ -121,6 +121,12 @@ async fn exchange(
     } else {
         None
     };
+    // After a request that carried a value, only a WebSocket can be scrubbed
+    // frame by frame, and only uncompressed: no other protocol switch.
+    let upgrade = upgrade && (scrub.is_none() || is_websocket(&parts.headers));
+    if scrub.is_some() {
+        parts.headers.remove(SEC_WEBSOCKET_EXTENSIONS);
+    }
 
     if let BodyIn::Buffered(b) = &body {
         let framed = parts.headers.contains_key(header::CONTENT_LENGTH)
@@ -132,9 +138,25 @@ async fn exchange(
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
         }
     }
+    let trailers = te_trailers(&parts.headers);
     strip_hop_by_hop(&mut parts.headers, upgrade);
+    if trailers {
+        // The proxy passes trailers on (scrubbed), so it may ask for them.
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     parts.headers.remove(header::EXPECT);
     parts.headers.remove(header::PROXY_AUTHORIZATION);
+    if scrub.is_some() {
+        // The response must be readable to be scrubbed. Set after the
+        // hop-by-hop headers are gone, so a client `Connection:
+        // accept-encoding` cannot remove it.
+        parts.headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
     if let Some(h) = host_header {
         parts.headers.insert(header::HOST, h);
     }
@@ -155,22 +177,46 @@ async fn exchange(
     let (resp, conn) = send(&ctx.pool, &key, Request::from_parts(parts, body)).await?;
     record.set_status(resp.status().as_u16());
 
-    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status())
-    {
-        return Ok(switch_protocols(
-            ctx,
-            client_upgrade,
-            resp,
-            scrub.as_ref(),
-            record,
-        ));
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return match (client_upgrade.filter(|_| upgrade), scrub) {
+            (Some(client_upgrade), None) => Ok(switch_protocols(ctx, client_upgrade, resp, record)),
+            (Some(client_upgrade), Some(scrub)) => {
+                if resp.headers().contains_key(SEC_WEBSOCKET_EXTENSIONS) {
+                    return Err(EgressError::Unscrubbable {
+                        host: target.host.clone(),
+                        what: "a WebSocket with extensions (compression) that was not asked for",
+                    });
+                }
+                Ok(switch_to_scrubbed_websocket(
+                    ctx,
+                    client_upgrade,
+                    resp,
+                    scrub,
+                    record,
+                ))
+            }
+            (None, _) => Err(EgressError::Upstream {
+                host: target.host.clone(),
+                cause: "switched protocols without being asked to".into(),
+            }),
+        };
     }
 
     let (mut parts, incoming) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     parts.version = Version::HTTP_11;
     if let Some(s) = &scrub {
+        if let Some(coding) = compressed(&parts.headers) {
+            // Asked for `identity` and compressed anyway: the body cannot be
+            // scrubbed, so it is not passed on (nor is the connection reused).
+            tracing::debug!(host = %target.host, %coding, "compressed response to a request that carried a secret");
+            return Err(EgressError::Unscrubbable {
+                host: target.host.clone(),
+                what: "a compressed response to a request that carried a secret",
+            });
+        }
         s.headers(&mut parts.headers);
+        scrub_reason(s, &mut parts.extensions);
         if !incoming.is_end_stream() {
             // Scrubbing may change the length; the body goes chunked.
             parts.headers.remove(header::CONTENT_LENGTH);
@@ -192,7 +238,6 @@ fn switch_protocols(
     ctx: &SandboxCtx,
     client_upgrade: OnUpgrade,
     mut resp: Response<Incoming>,
-    scrub: Option<&ScrubSet>,
     record: &Arc<Record>,
 ) -> Response<RespBody> {
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -213,10 +258,73 @@ fn switch_protocols(
     );
     let (mut parts, _) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, true);
-    if let Some(s) = scrub {
-        s.headers(&mut parts.headers);
-    }
     Response::from_parts(parts, RespBody::empty())
+}
+
+/// The upstream accepted a WebSocket for a request that carried a value:
+/// both sides are spoken to as WebSockets, and every message, close reason
+/// and header the upstream sends is scrubbed before the sandbox sees it.
+fn switch_to_scrubbed_websocket(
+    ctx: &SandboxCtx,
+    client_upgrade: OnUpgrade,
+    mut resp: Response<Incoming>,
+    scrub: ScrubSet,
+    record: &Arc<Record>,
+) -> Response<RespBody> {
+    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    let (record, stop) = (record.clone(), ctx.stop.clone());
+    let (mut parts, _) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, true);
+    scrub.headers(&mut parts.headers);
+    scrub_reason(&scrub, &mut parts.extensions);
+    tokio::spawn(
+        async move {
+            match tokio::join!(client_upgrade, upstream_upgrade) {
+                (Ok(sandbox), Ok(upstream)) => {
+                    ws::scrubbed(
+                        TokioIo::new(sandbox),
+                        TokioIo::new(upstream),
+                        scrub,
+                        record,
+                        stop,
+                    )
+                    .await;
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    record.set_outcome(miosa_core::Outcome::Error);
+                    tracing::debug!(error = %e, "upgrade failed");
+                }
+            }
+        }
+        .in_current_span(),
+    );
+    Response::from_parts(parts, RespBody::empty())
+}
+
+/// A non-canonical reason phrase is passed on as the upstream wrote it, so
+/// it is scrubbed like a header.
+fn scrub_reason(scrub: &ScrubSet, extensions: &mut http::Extensions) {
+    let Some(reason) = extensions.get::<hyper::ext::ReasonPhrase>() else {
+        return;
+    };
+    if let Some(clean) = scrub.bytes(reason.as_bytes()) {
+        extensions.remove::<hyper::ext::ReasonPhrase>();
+        if let Ok(r) = hyper::ext::ReasonPhrase::try_from(clean) {
+            extensions.insert(r);
+        }
+    }
+}
+
+/// The response's content coding, unless it is none or `identity`.
+fn compressed(headers: &HeaderMap) -> Option<String> {
+    let coding = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))?;
+    Some(coding.to_owned())
 }
 
 /// Replaces the placeholders the request carries with the values allowed
@@ -247,14 +355,14 @@ async fn substitute(
             tracing::warn!(sandbox = %ctx.identity.sandbox_id, %cause, "credential source failed");
             EgressError::Credentials
         })?;
-    let mut sub = Substituter::new(&creds, &target.host);
+    let mut sub = Substituter::new(&creds, &target.host, target.port);
     sub.headers(headers);
     if let Some(pq) = sub.path_and_query(path_and_query) {
         *path_and_query = pq;
     }
     if let BodyIn::Buffered(b) = body {
         let enc = Encoding::for_content_type(headers.get(header::CONTENT_TYPE));
-        if let Some(new) = sub.bytes(b, enc) {
+        if let Some(new) = sub.body(b, enc) {
             *b = Bytes::from(new);
         }
     }
@@ -262,11 +370,6 @@ async fn substitute(
         return Ok(None);
     };
     record.set_credential(&creds[first]);
-    // The response must be readable to be scrubbed.
-    headers.insert(
-        header::ACCEPT_ENCODING,
-        HeaderValue::from_static("identity"),
-    );
     Ok(ScrubSet::new(creds.clone(), sub.used()))
 }
 
@@ -352,6 +455,26 @@ fn host_header(target: &Target, uri: &Uri, default_port: u16) -> HeaderValue {
         format!("{host}:{}", target.port)
     };
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// Whether the client accepts trailers (`TE: trailers`).
+fn te_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+}
+
+const SEC_WEBSOCKET_EXTENSIONS: HeaderName = HeaderName::from_static("sec-websocket-extensions");
+
+/// Whether the protocol asked for is a WebSocket.
+fn is_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
 }
 
 /// Whether the request asks to switch protocols (`Connection: upgrade`).

@@ -95,9 +95,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
 
 /// The sandbox's side of a spliced stream: what is read from it went out
 /// (`bytes_out`), what is written to it came in (`bytes_in`).
-struct Counted<T> {
+pub(crate) struct Counted<T> {
     inner: T,
     record: Arc<Record>,
+}
+
+impl<T> Counted<T> {
+    pub(crate) fn new(inner: T, record: Arc<Record>) -> Self {
+        Self { inner, record }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
@@ -143,10 +149,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut sandbox = Counted {
-        inner: sandbox,
-        record,
-    };
+    let mut sandbox = Counted::new(sandbox, record);
     tokio::select! {
         res = tokio::io::copy_bidirectional(&mut sandbox, &mut upstream) => {
             if let Err(e) = res {

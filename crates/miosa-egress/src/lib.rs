@@ -43,6 +43,7 @@ mod scrub;
 mod substitute;
 mod target;
 mod tls;
+mod ws;
 
 pub use ca::{SandboxCa, CA_VALIDITY, LEAF_VALIDITY};
 pub use config::EgressConfig;

@@ -31,6 +31,7 @@ pub(crate) struct Shared {
     pub audit: Arc<dyn AuditSink>,
     pub resolver: Resolver,
     pub max_body_bytes: usize,
+    pub raw_tunnel_ports: Vec<u16>,
     client_tls: Arc<ClientConfig>,
     provider: Arc<CryptoProvider>,
 }
@@ -72,6 +73,7 @@ impl EgressProxy {
                 audit,
                 resolver: Resolver::new(&cfg.resolve),
                 max_body_bytes: cfg.max_body_bytes,
+                raw_tunnel_ports: cfg.raw_tunnel_ports,
                 client_tls,
                 provider,
             }),

@@ -92,6 +92,16 @@ impl ScrubSet {
         }
     }
 
+    /// `input` with every value replaced, or `None` if it holds none (a
+    /// whole WebSocket message, a reason phrase).
+    pub(crate) fn bytes(&self, input: &[u8]) -> Option<Vec<u8>> {
+        self.find(input)?;
+        let mut out = BytesMut::with_capacity(input.len());
+        let done = self.replace_into(input, input.len(), &mut out);
+        out.extend_from_slice(&input[done..]);
+        Some(out.to_vec())
+    }
+
     /// A streaming scrubber for one body.
     pub(crate) fn stream(self) -> Scrubber {
         Scrubber {
@@ -139,6 +149,11 @@ impl Scrubber {
         let done = self.set.replace_into(&work, work.len(), &mut out);
         out.extend_from_slice(&work[done..]);
         out.freeze()
+    }
+
+    /// Scrubs the body's trailers.
+    pub(crate) fn trailers(&self, trailers: &mut HeaderMap) {
+        self.set.headers(trailers);
     }
 
     /// Whether bytes are held back.
@@ -219,6 +234,13 @@ mod tests {
         let set = ScrubSet::new(creds(&[("PH1", "a+b/c=\"d")]), &[0]).unwrap();
         let body: &[&[u8]] = &[b"raw a+b/c=\"d pct a%2Bb%2Fc", b"%3D%22d json a+b/c=\\\"d"];
         assert_eq!(scrub_chunks(set, body), b"raw PH1 pct PH1 json PH1");
+    }
+
+    #[test]
+    fn whole_messages() {
+        let set = ScrubSet::new(creds(&[("PH1", "sk-secret-value")]), &[0]).unwrap();
+        assert_eq!(set.bytes(b"x sk-secret-value y").unwrap(), b"x PH1 y");
+        assert!(set.bytes(b"nothing here").is_none());
     }
 
     #[test]

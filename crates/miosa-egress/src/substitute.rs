@@ -102,6 +102,27 @@ fn basic_credentials(value: &HeaderValue) -> Option<Vec<u8>> {
     BASE64.decode(v[6..].trim_ascii()).ok()
 }
 
+/// Where in a request a placeholder stands; each secret says where it may
+/// be substituted (`Secret::substitute_in`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Location {
+    Headers,
+    /// The request target: path and query string.
+    Query,
+    Body,
+}
+
+impl Location {
+    fn allowed(self, c: &Credential) -> bool {
+        let s = c.secret.substitute_in;
+        match self {
+            Self::Headers => s.headers,
+            Self::Query => s.query,
+            Self::Body => s.body,
+        }
+    }
+}
+
 /// Substitutes the credentials allowed for one host and remembers which
 /// were used, in order of first use.
 pub(crate) struct Substituter<'a> {
@@ -112,16 +133,16 @@ pub(crate) struct Substituter<'a> {
 }
 
 impl<'a> Substituter<'a> {
-    /// The credentials of `creds` that may go to `host`: allowed there,
-    /// with a proper placeholder and a non-empty value.
-    pub(crate) fn new(creds: &'a [Credential], host: &str) -> Self {
+    /// The credentials of `creds` that may go to `host` on `port`: allowed
+    /// there, with a proper placeholder and a non-empty value.
+    pub(crate) fn new(creds: &'a [Credential], host: &str, port: u16) -> Self {
         let eligible = creds
             .iter()
             .enumerate()
             .filter(|(_, c)| {
                 c.placeholder.starts_with(PLACEHOLDER_PREFIX)
                     && !c.value.expose().is_empty()
-                    && c.secret.allows_host(host)
+                    && c.secret.allows_host(host, port)
             })
             .map(|(i, _)| i)
             .collect();
@@ -137,10 +158,23 @@ impl<'a> Substituter<'a> {
         &self.used
     }
 
-    /// `input` with every eligible placeholder replaced, or `None` when
-    /// nothing was. `hits` collects the credentials used.
-    fn replace(&self, input: &[u8], enc: Encoding, hits: &mut Vec<usize>) -> Option<Vec<u8>> {
-        if self.eligible.is_empty() {
+    /// `input` (found at `loc`) with every placeholder eligible there
+    /// replaced, or `None` when nothing was. `hits` collects the
+    /// credentials used.
+    fn replace(
+        &self,
+        input: &[u8],
+        loc: Location,
+        enc: Encoding,
+        hits: &mut Vec<usize>,
+    ) -> Option<Vec<u8>> {
+        let here: Vec<usize> = self
+            .eligible
+            .iter()
+            .copied()
+            .filter(|&i| loc.allowed(&self.creds[i]))
+            .collect();
+        if here.is_empty() {
             return None;
         }
         let finder = memmem::Finder::new(PLACEHOLDER_PREFIX.as_bytes());
@@ -149,8 +183,7 @@ impl<'a> Substituter<'a> {
         let mut at = 0;
         while let Some(found) = finder.find(&input[at..]) {
             let start = at + found;
-            let hit = self
-                .eligible
+            let hit = here
                 .iter()
                 .copied()
                 .filter(|&i| input[start..].starts_with(self.creds[i].placeholder.as_bytes()))
@@ -181,10 +214,14 @@ impl<'a> Substituter<'a> {
         }
     }
 
-    /// Substitutes `input`, recording what was used.
-    pub(crate) fn bytes(&mut self, input: &[u8], enc: Encoding) -> Option<Vec<u8>> {
+    /// Substitutes a body, recording what was used.
+    pub(crate) fn body(&mut self, input: &[u8], enc: Encoding) -> Option<Vec<u8>> {
+        self.bytes(input, Location::Body, enc)
+    }
+
+    fn bytes(&mut self, input: &[u8], loc: Location, enc: Encoding) -> Option<Vec<u8>> {
         let mut hits = Vec::new();
-        let out = self.replace(input, enc, &mut hits)?;
+        let out = self.replace(input, loc, enc, &mut hits)?;
         self.commit(&hits);
         Some(out)
     }
@@ -201,7 +238,12 @@ impl<'a> Substituter<'a> {
                 None
             };
             let replaced = replaced.or_else(|| {
-                let raw = self.replace(value.as_bytes(), Encoding::Raw, &mut hits)?;
+                let raw = self.replace(
+                    value.as_bytes(),
+                    Location::Headers,
+                    Encoding::Raw,
+                    &mut hits,
+                )?;
                 HeaderValue::from_bytes(&raw).ok()
             });
             if let Some(mut new) = replaced {
@@ -214,7 +256,7 @@ impl<'a> Substituter<'a> {
 
     fn basic(&self, value: &HeaderValue, hits: &mut Vec<usize>) -> Option<HeaderValue> {
         let decoded = basic_credentials(value)?;
-        let replaced = self.replace(&decoded, Encoding::Raw, hits)?;
+        let replaced = self.replace(&decoded, Location::Headers, Encoding::Raw, hits)?;
         let mut out = b"Basic ".to_vec();
         out.extend_from_slice(BASE64.encode(replaced).as_bytes());
         HeaderValue::from_bytes(&out).ok()
@@ -222,7 +264,7 @@ impl<'a> Substituter<'a> {
 
     /// Substitutes the path and query string, percent-encoding values.
     pub(crate) fn path_and_query(&mut self, pq: &str) -> Option<String> {
-        let out = self.bytes(pq.as_bytes(), Encoding::Percent)?;
+        let out = self.bytes(pq.as_bytes(), Location::Query, Encoding::Percent)?;
         // Percent-encoding leaves only ASCII behind.
         String::from_utf8(out).ok()
     }
@@ -232,7 +274,7 @@ impl<'a> Substituter<'a> {
 pub(crate) mod tests {
     use super::*;
     use crate::credential::SecretValue;
-    use miosa_core::{Secret, SecretId, SecretScope, TenantId};
+    use miosa_core::{Secret, SecretId, SecretScope, SubstituteIn, TenantId};
     use proptest::prelude::*;
     use time::OffsetDateTime;
 
@@ -248,8 +290,11 @@ pub(crate) mod tests {
                 name: "k".into(),
                 scope: SecretScope::Tenant,
                 scope_key: None,
+                workspace_id: None,
                 expose_as_env: "K".into(),
                 allowed_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                // Everywhere, so the encodings below can be exercised.
+                substitute_in: SubstituteIn::ALL,
                 version: 1,
                 enabled: true,
                 created_at: OffsetDateTime::UNIX_EPOCH,
@@ -263,17 +308,17 @@ pub(crate) mod tests {
     #[test]
     fn encodings() {
         let creds = [cred(PH_A, "s k&\"=/é", &[])];
-        let mut s = Substituter::new(&creds, "h");
+        let mut s = Substituter::new(&creds, "h", 443);
         let raw = s
-            .bytes(format!("x{PH_A}y").as_bytes(), Encoding::Raw)
+            .body(format!("x{PH_A}y").as_bytes(), Encoding::Raw)
             .unwrap();
         assert_eq!(raw, "xs k&\"=/éy".as_bytes());
         let pct = s
-            .bytes(format!("a={PH_A}").as_bytes(), Encoding::Percent)
+            .body(format!("a={PH_A}").as_bytes(), Encoding::Percent)
             .unwrap();
         assert_eq!(pct, b"a=s%20k%26%22%3D%2F%C3%A9");
         let json = s
-            .bytes(format!("{{\"k\":\"{PH_A}\"}}").as_bytes(), Encoding::Json)
+            .body(format!("{{\"k\":\"{PH_A}\"}}").as_bytes(), Encoding::Json)
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(v["k"], "s k&\"=/é");
@@ -287,18 +332,18 @@ pub(crate) mod tests {
             cred(PH_B, "value-b-123", &[]),
         ];
         let input = format!("{PH_B} {PH_A}");
-        let mut s = Substituter::new(&creds, "api.github.com");
+        let mut s = Substituter::new(&creds, "api.github.com", 443);
         assert_eq!(
-            s.bytes(input.as_bytes(), Encoding::Raw).unwrap(),
+            s.body(input.as_bytes(), Encoding::Raw).unwrap(),
             b"value-b-123 value-a-123"
         );
         assert_eq!(s.used(), &[1, 0]);
-        let mut s = Substituter::new(&creds, "api.openai.com");
-        let out = s.bytes(input.as_bytes(), Encoding::Raw).unwrap();
+        let mut s = Substituter::new(&creds, "api.openai.com", 443);
+        let out = s.body(input.as_bytes(), Encoding::Raw).unwrap();
         assert_eq!(out, format!("value-b-123 {PH_A}").as_bytes());
         assert_eq!(s.used(), &[1]);
-        let mut s = Substituter::new(&creds[..1], "api.openai.com");
-        assert!(s.bytes(input.as_bytes(), Encoding::Raw).is_none());
+        let mut s = Substituter::new(&creds[..1], "api.openai.com", 443);
+        assert!(s.body(input.as_bytes(), Encoding::Raw).is_none());
     }
 
     #[test]
@@ -313,7 +358,7 @@ pub(crate) mod tests {
         );
         h.insert("x-other", HeaderValue::from_static("plain"));
         assert!(request_has_placeholder(&h, "/", None));
-        let mut s = Substituter::new(&creds, "h");
+        let mut s = Substituter::new(&creds, "h", 443);
         s.headers(&mut h);
         assert_eq!(h["x-api-key"], "sk-real-value");
         assert!(h["x-api-key"].is_sensitive());
@@ -327,11 +372,43 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn each_secret_is_substituted_only_where_it_opted_in() {
+        let mut headers_only = cred(PH_A, "value-a-123", &[]);
+        headers_only.secret.substitute_in = SubstituteIn::HEADERS;
+        let everywhere = cred(PH_B, "value-b-123", &[]);
+        let creds = [headers_only, everywhere];
+        let mut s = Substituter::new(&creds, "h", 443);
+        let input = format!("{PH_A} {PH_B}");
+        assert_eq!(
+            s.body(input.as_bytes(), Encoding::Raw).unwrap(),
+            format!("{PH_A} value-b-123").as_bytes()
+        );
+        assert_eq!(
+            s.path_and_query(&format!("/x?a={PH_A}")),
+            None,
+            "the query string is not a header"
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-key", HeaderValue::from_str(&input).unwrap());
+        s.headers(&mut h);
+        assert_eq!(h["x-key"], "value-a-123 value-b-123");
+    }
+
+    #[test]
+    fn ports_decide_too() {
+        let creds = [cred(PH_A, "value-a-123", &["api.example.com:8443"])];
+        let mut s = Substituter::new(&creds, "api.example.com", 443);
+        assert!(s.body(PH_A.as_bytes(), Encoding::Raw).is_none());
+        let mut s = Substituter::new(&creds, "api.example.com", 8443);
+        assert!(s.body(PH_A.as_bytes(), Encoding::Raw).is_some());
+    }
+
+    #[test]
     fn nothing_to_do_means_no_copy() {
         let creds = [cred(PH_A, "sk-real-value", &[])];
-        let mut s = Substituter::new(&creds, "h");
+        let mut s = Substituter::new(&creds, "h", 443);
         assert!(s
-            .bytes(b"miosa_ph_unknown and more", Encoding::Raw)
+            .body(b"miosa_ph_unknown and more", Encoding::Raw)
             .is_none());
         assert!(s.path_and_query("/v1/models?x=1").is_none());
         assert!(s.used().is_empty());
@@ -368,8 +445,8 @@ pub(crate) mod tests {
                     _ => {}
                 }
             }
-            let mut s = Substituter::new(&creds, "h");
-            let out = s.bytes(input.as_bytes(), Encoding::Raw).unwrap_or_else(|| input.clone().into_bytes());
+            let mut s = Substituter::new(&creds, "h", 443);
+            let out = s.body(input.as_bytes(), Encoding::Raw).unwrap_or_else(|| input.clone().into_bytes());
             prop_assert_eq!(String::from_utf8(out).unwrap(), want);
         }
 
@@ -377,12 +454,12 @@ pub(crate) mod tests {
         #[test]
         fn encodings_round_trip(value in "\\PC{1,40}") {
             let creds = [cred(PH_A, &value, &[])];
-            let mut s = Substituter::new(&creds, "h");
-            let pct = s.bytes(PH_A.as_bytes(), Encoding::Percent).unwrap();
+            let mut s = Substituter::new(&creds, "h", 443);
+            let pct = s.body(PH_A.as_bytes(), Encoding::Percent).unwrap();
             let decoded = percent_encoding::percent_decode(&pct).decode_utf8().unwrap();
             prop_assert_eq!(decoded.as_ref(), value.as_str());
             prop_assert!(pct.iter().all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(b)));
-            let json = s.bytes(format!("\"{PH_A}\"").as_bytes(), Encoding::Json).unwrap();
+            let json = s.body(format!("\"{PH_A}\"").as_bytes(), Encoding::Json).unwrap();
             let back: String = serde_json::from_slice(&json).unwrap();
             prop_assert_eq!(back, value);
         }
@@ -392,8 +469,8 @@ pub(crate) mod tests {
         fn no_prefix_no_change(input in "[ -~]{0,200}") {
             prop_assume!(!input.contains(PLACEHOLDER_PREFIX));
             let creds = [cred(PH_A, "sk-real-value", &[])];
-            let mut s = Substituter::new(&creds, "h");
-            prop_assert!(s.bytes(input.as_bytes(), Encoding::Raw).is_none());
+            let mut s = Substituter::new(&creds, "h", 443);
+            prop_assert!(s.body(input.as_bytes(), Encoding::Raw).is_none());
         }
     }
 }

@@ -73,6 +73,7 @@ async fn basic_auth_is_decoded_substituted_and_reencoded() {
 #[tokio::test]
 async fn query_string_and_path_get_percent_encoded_values() {
     let h = Harness::start().await;
+    h.substitute_everywhere();
     let ph = h.main.placeholder.clone();
     let mut c = h.https("api.openai.com", 443).await;
     let req = request("GET", &format!("/v1/models?key={ph}&x=1"), "api.openai.com")
@@ -108,6 +109,7 @@ async fn query_string_and_path_get_percent_encoded_values() {
 #[tokio::test]
 async fn json_and_form_bodies_are_substituted_in_their_encoding() {
     let h = Harness::start().await;
+    h.substitute_everywhere();
     let (main, json) = (h.main.placeholder.clone(), h.json.placeholder.clone());
     let mut c = h.https("api.openai.com", 443).await;
 
@@ -272,6 +274,7 @@ async fn a_disabled_secret_stops_on_the_very_next_request() {
 #[tokio::test]
 async fn echoes_are_scrubbed_across_chunk_boundaries() {
     let h = Harness::start().await;
+    h.substitute_everywhere();
     let ph = h.main.placeholder.clone();
     let mut c = h.https("api.openai.com", 443).await;
     for chunk in [1, 3, 7, 16, 64] {
@@ -494,7 +497,7 @@ async fn websockets_pass_through_plain_http() {
 #[tokio::test]
 async fn non_tls_connect_is_a_raw_tunnel() {
     let h = Harness::start().await;
-    let (status, _, mut s) = h.connect("raw.example:7").await;
+    let (status, _, mut s) = h.connect("raw.example:443").await;
     assert_eq!(status, 200);
     s.write_all(b"hello raw").await.unwrap();
     let mut buf = [0u8; 9];
@@ -511,6 +514,31 @@ async fn non_tls_connect_is_a_raw_tunnel() {
     assert_eq!(rows[0].outcome, Outcome::Success);
 
     // A protocol where the server speaks first still gets through.
+    let (status, _, mut s) = h.connect("banner.example:80").await;
+    assert_eq!(status, 200);
+    let mut buf = [0u8; 11];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"220 hello\r\n");
+}
+
+#[tokio::test]
+async fn raw_tunnels_reach_only_the_ports_the_operator_allows() {
+    let h = Harness::start().await;
+    // SMTP from the host's address: the tunnel is closed before any byte.
+    let (status, _, mut s) = h.connect("banner.example:25").await;
+    assert_eq!(status, 200);
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the tunnel was not closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let rows = h.audit.wait_for(1).await;
+    let r = rows[0].request.as_ref().unwrap();
+    assert_eq!((r.host.as_str(), r.status), ("banner.example", Some(403)));
+    assert_eq!(rows[0].outcome, Outcome::Denied);
+
+    // The operator may allow it.
+    let h = Harness::start_with(|c| c.raw_tunnel_ports = vec![25]).await;
     let (status, _, mut s) = h.connect("banner.example:25").await;
     assert_eq!(status, 200);
     let mut buf = [0u8; 11];
@@ -521,7 +549,7 @@ async fn non_tls_connect_is_a_raw_tunnel() {
 #[tokio::test]
 async fn detach_closes_the_socket_and_its_connections() {
     let h = Harness::start().await;
-    let (status, _, mut s) = h.connect("raw.example:7").await;
+    let (status, _, mut s) = h.connect("raw.example:443").await;
     assert_eq!(status, 200);
     s.write_all(b"x").await.unwrap();
     let mut one = [0u8; 1];
@@ -546,7 +574,7 @@ async fn detach_closes_the_socket_and_its_connections() {
         .attach(h.identity.clone(), ca, &h.socket)
         .await
         .unwrap();
-    let (status, _, _) = h.connect("raw.example:7").await;
+    let (status, _, _) = h.connect("raw.example:443").await;
     assert_eq!(status, 200);
     let ca = h.proxy.new_ca(&id).unwrap();
     let err = h

@@ -470,7 +470,12 @@ pub(crate) fn cgroups_path(id: &str) -> String {
     format!("/miosa/{id}")
 }
 
-/// Base environment with `layers` on top (later wins, no duplicates).
+/// Variables a later layer adds to instead of replacing: the caller's
+/// `NODE_OPTIONS` keeps the egress preload in front of it.
+const APPENDED: &[&str] = &["NODE_OPTIONS"];
+
+/// Base environment with `layers` on top (later wins, no duplicates; the
+/// [`APPENDED`] ones accumulate).
 fn merged_env(layers: &[&[(String, String)]]) -> Vec<String> {
     let mut env: Vec<(String, String)> = BASE_ENV
         .iter()
@@ -478,6 +483,11 @@ fn merged_env(layers: &[&[(String, String)]]) -> Vec<String> {
         .collect();
     for (key, value) in layers.iter().flat_map(|layer| layer.iter()) {
         match env.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) if APPENDED.contains(&key.as_str()) && !value.contains(&slot.1) => {
+                if !value.trim().is_empty() {
+                    slot.1 = format!("{} {value}", slot.1);
+                }
+            }
             Some(slot) => slot.1.clone_from(value),
             None => env.push((key.clone(), value.clone())),
         }
@@ -488,6 +498,31 @@ fn merged_env(layers: &[&[(String, String)]]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_caller_s_node_options_keep_the_preload() {
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let egress = [pair("NODE_OPTIONS", "--require /run/miosa/node-egress.js")];
+        let get = |env: Vec<String>| {
+            env.into_iter()
+                .find_map(|e| e.strip_prefix("NODE_OPTIONS=").map(str::to_owned))
+        };
+        let own = [pair("NODE_OPTIONS", "--max-old-space-size=64")];
+        assert_eq!(
+            get(merged_env(&[&egress, &own])).as_deref(),
+            Some("--require /run/miosa/node-egress.js --max-old-space-size=64")
+        );
+        let empty = [pair("NODE_OPTIONS", "")];
+        assert_eq!(
+            get(merged_env(&[&egress, &empty])).as_deref(),
+            Some("--require /run/miosa/node-egress.js")
+        );
+        assert_eq!(
+            get(merged_env(&[&[], &own])).as_deref(),
+            Some("--max-old-space-size=64"),
+            "without egress there is no preload to keep"
+        );
+    }
 
     fn base(extra: &[String], swap: bool) -> BaseSpec {
         BaseSpec::new(&HostSetup {
@@ -665,7 +700,11 @@ mod tests {
             .iter()
             .filter(|e| e.starts_with("NODE_OPTIONS="))
             .collect();
-        assert_eq!(node, ["NODE_OPTIONS=--no-warnings"]);
+        assert_eq!(
+            node,
+            ["NODE_OPTIONS=--require /run/miosa/node-egress.js --no-warnings"],
+            "the caller's options follow the preload"
+        );
     }
 
     #[test]

@@ -13,8 +13,8 @@
 //! Node (18 to 22) ignores the proxy variables in `fetch` and in the
 //! `http`/`https` default agents, so a third file, `node-egress.js`
 //! (`node_egress.js` beside this file), is preloaded through `NODE_OPTIONS`
-//! and routes both through the proxy. A caller's own `NODE_OPTIONS` replaces
-//! ours (and with it the preload) unless it includes the `--require`.
+//! and routes both through the proxy. A caller's own `NODE_OPTIONS` (at
+//! create or per command) is added after ours, so the preload stays.
 //!
 //! Replacing the CA (after `miosa serve` restarts with a fresh one) rewrites
 //! both CA files in place: the file bind mount pins the inode it was made on,

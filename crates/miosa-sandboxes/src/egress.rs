@@ -13,6 +13,7 @@ fn identity(s: &Sandbox) -> SandboxIdentity {
         sandbox_id: s.id.clone(),
         workspace_id: s.workspace_id.clone(),
         labels: s.labels.clone(),
+        created_by_workspace_key: s.created_by_workspace_key,
     }
 }
 

@@ -43,6 +43,8 @@ pub struct CreateRequest {
     pub name: Option<String>,
     pub template: Option<String>,
     pub workspace_id: Option<WorkspaceId>,
+    /// A Miosa-native user the sandbox belongs to (the `user` secret scope).
+    pub owner_user_id: Option<String>,
     pub external_user_id: Option<String>,
     pub external_workspace_id: Option<String>,
     pub external_project_id: Option<String>,
@@ -100,7 +102,7 @@ impl CreateRequest {
             ));
         }
         let labels = Labels {
-            owner_user_id: None,
+            owner_user_id: optional_label("owner_user_id", self.owner_user_id.as_ref())?,
             external_user_id: optional_label("external_user_id", self.external_user_id.as_ref())?,
             external_workspace_id: optional_label(
                 "external_workspace_id",
@@ -162,6 +164,8 @@ impl CreateRequest {
                 created_at: now,
                 expires_at: now + time::Duration::seconds(i64::from(timeout)),
                 destroyed_at: None,
+                created_by_key_id: None,
+                created_by_workspace_key: false,
             },
             env,
         })

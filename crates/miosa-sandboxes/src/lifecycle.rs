@@ -1,6 +1,6 @@
 //! Create, change, pause, resume and destroy, keeping row and host in step.
 
-use miosa_core::{time_util, FieldError, Sandbox, SandboxStatus, WorkspaceId};
+use miosa_core::{time_util, ApiKeyId, FieldError, Sandbox, SandboxStatus, WorkspaceId};
 use miosa_runtime::SandboxSpec;
 use miosa_store::SandboxPatch;
 
@@ -27,6 +27,8 @@ impl Sandboxes {
             .await?;
         let valid = req.validate(&access.tenant, &self.node_id, &self.limits)?;
         let mut sandbox = valid.sandbox;
+        sandbox.created_by_key_id = ApiKeyId::parse(&access.actor).ok();
+        sandbox.created_by_workspace_key = access.workspace.is_some();
         self.store.create_sandbox(&sandbox).await?;
 
         let retire = |sandbox: &Sandbox| {

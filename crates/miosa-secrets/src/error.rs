@@ -14,10 +14,24 @@ pub enum SecretsError {
         "this tenant does not allow end-user credentials (settings: allow_end_user_credentials)"
     )]
     EndUserCredentialsDisabled,
+    /// A workspace key asked for something only an admin key may do.
+    #[error("{0}")]
+    WorkspaceKeyForbidden(&'static str),
+    /// Other writes to the same secret kept winning the race.
+    #[error("the secret changed while it was being written; try again")]
+    Contended,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("vault: {0}")]
     Vault(#[from] miosa_vault::VaultError),
+}
+
+/// The `allowed_hosts` error when the tenant requires them.
+pub(crate) fn hosts_required() -> SecretsError {
+    SecretsError::Invalid(FieldError::new(
+        "allowed_hosts",
+        "must name at least one host: this tenant requires it (settings: require_allowed_hosts)",
+    ))
 }
 
 pub type Result<T> = std::result::Result<T, SecretsError>;

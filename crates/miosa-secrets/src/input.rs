@@ -1,7 +1,7 @@
 //! Secret input as the API receives it, and its validation into typed form.
 
 use miosa_core::{
-    sandbox::label, secret, FieldError, Redacted, SandboxId, SecretScope, WorkspaceId,
+    sandbox::label, secret, FieldError, Redacted, SandboxId, SecretScope, SubstituteIn, WorkspaceId,
 };
 use miosa_store::SecretFilter;
 
@@ -13,10 +13,14 @@ pub struct SetSecret {
     pub scope: String,
     pub expose_as_env: String,
     pub allowed_hosts: Option<Vec<String>>,
+    pub substitute_in: Option<Vec<String>>,
     pub sandbox_id: Option<String>,
     pub owner_user_id: Option<String>,
     pub external_user_id: Option<String>,
     pub external_workspace_id: Option<String>,
+    /// The key of scope `workspace`; for the end-user scopes (`user`,
+    /// `external_user`, `external_workspace`) the workspace the secret is
+    /// bound to.
     pub workspace_id: Option<String>,
 }
 
@@ -28,6 +32,10 @@ pub(crate) struct ValidSecret {
     pub expose_as_env: String,
     /// `None`: not given (a new version keeps the current list).
     pub allowed_hosts: Option<Vec<String>>,
+    /// `None`: not given (a new version keeps the current locations).
+    pub substitute_in: Option<SubstituteIn>,
+    /// The workspace binding asked for (end-user scopes only).
+    pub binding: Option<WorkspaceId>,
 }
 
 /// The key fields in request order, with their values.
@@ -78,13 +86,33 @@ impl SetSecret {
             .as_deref()
             .map(|h| secret::allowed_hosts("allowed_hosts", h))
             .transpose()?;
+        let substitute_in = self
+            .substitute_in
+            .as_deref()
+            .map(|s| secret::substitute_in("substitute_in", s))
+            .transpose()?;
+        // `workspace_id` binds an end-user secret to a workspace; it is not
+        // that scope's key.
+        let (binding, workspace_key) = if scope.is_end_user() {
+            let binding = self
+                .workspace_id
+                .as_deref()
+                .map(|w| {
+                    WorkspaceId::parse(w)
+                        .map_err(|e| FieldError::new("workspace_id", e.to_string()))
+                })
+                .transpose()?;
+            (binding, None)
+        } else {
+            (None, self.workspace_id)
+        };
         let mut scope_key_value = None;
         for (s, v) in key_fields(
             &self.sandbox_id,
             &self.owner_user_id,
             &self.external_user_id,
             &self.external_workspace_id,
-            &self.workspace_id,
+            &workspace_key,
         ) {
             let field = s.key_field().unwrap_or("scope");
             match (s == scope, v) {
@@ -111,11 +139,15 @@ impl SetSecret {
             scope_key: scope_key_value,
             expose_as_env,
             allowed_hosts,
+            substitute_in,
+            binding,
         })
     }
 }
 
-/// `GET /v1/secrets` filters. A scope key alone implies its scope.
+/// `GET /v1/secrets` filters. A scope key alone implies its scope;
+/// `workspace_id` selects the secrets belonging to that workspace (its
+/// `workspace` secrets and those bound to it).
 #[derive(Debug, Clone, Default)]
 pub struct ListSecrets {
     pub scope: Option<String>,
@@ -131,12 +163,19 @@ impl ListSecrets {
     pub(crate) fn validate(self) -> Result<SecretFilter, FieldError> {
         let mut scope = self.scope.as_deref().map(parse_scope).transpose()?;
         let mut key = None;
+        let workspace_id = self
+            .workspace_id
+            .as_deref()
+            .map(|w| {
+                WorkspaceId::parse(w).map_err(|e| FieldError::new("workspace_id", e.to_string()))
+            })
+            .transpose()?;
         for (s, v) in key_fields(
             &self.sandbox_id,
             &self.owner_user_id,
             &self.external_user_id,
             &self.external_workspace_id,
-            &self.workspace_id,
+            &None,
         ) {
             let Some(v) = v else { continue };
             let field = s.key_field().unwrap_or("scope");
@@ -162,6 +201,7 @@ impl ListSecrets {
             scope,
             scope_key: key,
             name,
+            workspace_id,
         })
     }
 }
@@ -195,10 +235,34 @@ mod tests {
         assert_eq!(missing.validate().err().unwrap().field, "external_user_id");
 
         let extra = SetSecret {
+            owner_user_id: Some("u1".into()),
+            ..base()
+        };
+        assert_eq!(extra.validate().err().unwrap().field, "owner_user_id");
+
+        // For an end-user scope, `workspace_id` is a binding, not a key.
+        let bound = SetSecret {
+            workspace_id: Some("ws_01jdq3x5m8v2k7f4c9n6r1w0ab".into()),
+            ..base()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(
+            bound.binding.map(|w| w.to_string()).as_deref(),
+            Some("ws_01jdq3x5m8v2k7f4c9n6r1w0ab")
+        );
+        let bad_binding = SetSecret {
+            workspace_id: Some("nope".into()),
+            ..base()
+        };
+        assert_eq!(bad_binding.validate().err().unwrap().field, "workspace_id");
+        let tenant_bound = SetSecret {
+            scope: "tenant".into(),
+            external_user_id: None,
             workspace_id: Some("ws_01jdq3x5m8v2k7f4c9n6r1w0ab".into()),
             ..base()
         };
-        assert_eq!(extra.validate().err().unwrap().field, "workspace_id");
+        assert_eq!(tenant_bound.validate().err().unwrap().field, "workspace_id");
 
         let tenant = SetSecret {
             scope: "tenant".into(),

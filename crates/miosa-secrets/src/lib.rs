@@ -1,7 +1,9 @@
 //! Secrets as a service.
 //!
-//! - Writes: validate the input, seal the value with the vault (the tenant ID
-//!   is the associated data), and upsert a new version through the store.
+//! - Writes: validate the input, decide the workspace binding, seal the value
+//!   with the vault for exactly the secret and version it becomes (see
+//!   `Secret::seal_context`), and write that version through the store,
+//!   which checks the tenant's settings inside the same transaction.
 //! - Reads: metadata only. Nothing here returns a value to a caller; the only
 //!   reader of plaintext is the egress proxy, through [`CredentialSource`].
 //! - Resolution: which secret fills each exposed variable of a sandbox
@@ -12,6 +14,7 @@
 mod error;
 mod input;
 mod source;
+mod write;
 
 use std::sync::Arc;
 
@@ -19,8 +22,8 @@ use miosa_audit::AuditLog;
 use miosa_core::{audit::action, AuditCredential, AuditEntry, Outcome};
 use miosa_core::{
     secret::{self, SandboxScopeKeys},
-    NewSecretVersion, Page, PageRequest, Sandbox, SandboxId, SealedValue, Secret, SecretId,
-    SecretScope, TenantId, TenantSettings, WorkspaceId,
+    Page, PageRequest, Sandbox, SandboxId, SealedValue, Secret, SecretId, SecretScope, TenantId,
+    TenantSettings, WorkspaceId,
 };
 use miosa_store::{SecretFilter, SettingsPatch, Store};
 use miosa_vault::KeyRing;
@@ -28,6 +31,22 @@ use miosa_vault::KeyRing;
 pub use error::{Result, SecretsError};
 pub use input::{ListSecrets, SetSecret};
 pub use source::CredentialCache;
+pub use write::{SetOutcome, ANY_HOST_WARNING};
+
+/// Who is acting on secrets: the API key, and for a workspace key its
+/// workspace (it sees and writes only that workspace's secrets).
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    pub key_id: &'a str,
+    pub workspace: Option<&'a WorkspaceId>,
+}
+
+impl Actor<'_> {
+    fn may_see(&self, secret: &Secret) -> bool {
+        self.workspace
+            .is_none_or(|own| secret.workspace_id.as_ref() == Some(own))
+    }
+}
 
 /// One exposed variable of a sandbox and the secret that fills it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,94 +102,35 @@ impl Secrets {
         }
     }
 
-    /// Creates a secret or adds a version to it (upsert by tenant, scope,
-    /// scope key and name). `actor` (an API key ID) is recorded in the audit
-    /// log, as for every write below.
-    pub async fn set(&self, tenant: &TenantId, actor: &str, input: SetSecret) -> Result<Secret> {
-        let v = input.validate()?;
-        if v.scope == SecretScope::ExternalUser
-            && !self
-                .store
-                .get_settings(tenant)
-                .await?
-                .allow_end_user_credentials
-        {
-            return Err(SecretsError::EndUserCredentialsDisabled);
-        }
-        // `allowed_hosts` left out of a new version keeps the current list
-        // (so rotating a value never silently widens where it may go); `[]`
-        // means any host.
-        let allowed_hosts = match v.allowed_hosts {
-            Some(hosts) => hosts,
-            None => self
-                .current(tenant, v.scope, v.scope_key.as_deref(), &v.name)
-                .await?
-                .map(|s| s.allowed_hosts)
-                .unwrap_or_default(),
-        };
-        let sealed = self
-            .vault
-            .seal(v.value.expose().as_bytes(), tenant.as_str().as_bytes())?;
-        let new = NewSecretVersion {
-            tenant_id: tenant.clone(),
-            id: SecretId::generate(),
-            name: v.name,
-            scope: v.scope,
-            scope_key: v.scope_key,
-            expose_as_env: v.expose_as_env,
-            allowed_hosts,
-            sealed,
-            at: miosa_core::time_util::now(),
-        };
-        let secret = self.store.put_secret(&new).await?;
-        tracing::info!(secret = %secret.id, version = secret.version, scope = secret.scope.as_str(), "secret set");
-        self.audit
-            .append_logged(audit_row(tenant, actor, action::SECRET_SET, Some(&secret)))
-            .await;
-        Ok(secret)
-    }
-
-    /// The secret a `set` with this scope, key and name would update.
-    async fn current(
-        &self,
-        tenant: &TenantId,
-        scope: SecretScope,
-        scope_key: Option<&str>,
-        name: &str,
-    ) -> Result<Option<Secret>> {
-        let filter = SecretFilter {
-            scope: Some(scope),
-            scope_key: scope_key.map(str::to_owned),
-            name: Some(name.to_owned()),
-        };
-        let page = PageRequest {
-            limit: 10,
-            after: None,
-        };
-        let found = self.store.list_secrets(tenant, &filter, &page).await?;
-        // Tenant scope has no key: the filter then matches any key, so
-        // pick the one whose key is the same.
-        Ok(found
-            .items
-            .into_iter()
-            .find(|s| s.scope_key.as_deref() == scope_key))
-    }
-
-    pub async fn get(&self, tenant: &TenantId, id: &str) -> Result<Secret> {
+    /// One secret the actor may see: a workspace key sees only the
+    /// secrets of its workspace; any other is not found.
+    pub async fn get(&self, tenant: &TenantId, actor: &Actor<'_>, id: &str) -> Result<Secret> {
         let id = SecretId::parse(id).map_err(|_| SecretsError::NotFound)?;
         self.store
             .get_secret(tenant, &id)
             .await?
+            .filter(|s| actor.may_see(s))
             .ok_or(SecretsError::NotFound)
     }
 
     pub async fn list(
         &self,
         tenant: &TenantId,
+        actor: &Actor<'_>,
         query: ListSecrets,
         page: &PageRequest,
     ) -> Result<Page<Secret>> {
-        let filter: SecretFilter = query.validate()?;
+        let mut filter: SecretFilter = query.validate()?;
+        if let Some(own) = actor.workspace {
+            if filter.workspace_id.as_ref().is_some_and(|w| w != own) {
+                // Another workspace's secrets do not exist for this key.
+                return Ok(Page {
+                    items: Vec::new(),
+                    next_cursor: None,
+                });
+            }
+            filter.workspace_id = Some(own.clone());
+        }
         Ok(self.store.list_secrets(tenant, &filter, page).await?)
     }
 
@@ -178,14 +138,14 @@ impl Secrets {
     pub async fn set_enabled(
         &self,
         tenant: &TenantId,
-        actor: &str,
+        actor: &Actor<'_>,
         id: &str,
         enabled: bool,
     ) -> Result<Secret> {
-        let id = SecretId::parse(id).map_err(|_| SecretsError::NotFound)?;
+        let secret = self.get(tenant, actor, id).await?;
         let secret = self
             .store
-            .set_secret_enabled(tenant, &id, enabled, miosa_core::time_util::now())
+            .set_secret_enabled(tenant, &secret.id, enabled, miosa_core::time_util::now())
             .await?
             .ok_or(SecretsError::NotFound)?;
         let act = if enabled {
@@ -194,21 +154,21 @@ impl Secrets {
             action::SECRET_DISABLED
         };
         self.audit
-            .append_logged(audit_row(tenant, actor, act, Some(&secret)))
+            .append_logged(audit_row(tenant, actor.key_id, act, Some(&secret)))
             .await;
         Ok(secret)
     }
 
     /// Deletes the secret with every version; returns what it was.
-    pub async fn delete(&self, tenant: &TenantId, actor: &str, id: &str) -> Result<Secret> {
-        let secret = self.get(tenant, id).await?;
+    pub async fn delete(&self, tenant: &TenantId, actor: &Actor<'_>, id: &str) -> Result<Secret> {
+        let secret = self.get(tenant, actor, id).await?;
         if !self.store.delete_secret(tenant, &secret.id).await? {
             return Err(SecretsError::NotFound);
         }
         self.audit
             .append_logged(audit_row(
                 tenant,
-                actor,
+                actor.key_id,
                 action::SECRET_DELETED,
                 Some(&secret),
             ))
@@ -235,9 +195,21 @@ impl Secrets {
             .await?;
         let mut row = audit_row(tenant, actor, action::SETTINGS_UPDATED, None);
         // What changed, as `setting=value` (settings hold no secrets).
-        row.target = patch
-            .allow_end_user_credentials
-            .map(|v| format!("allow_end_user_credentials={v}"));
+        let changed: Vec<String> = [
+            (
+                "allow_end_user_credentials",
+                patch.allow_end_user_credentials,
+            ),
+            ("require_allowed_hosts", patch.require_allowed_hosts),
+            (
+                "workspace_keys_use_unbound_secrets",
+                patch.workspace_keys_use_unbound_secrets,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+        .collect();
+        row.target = Some(changed.join(","));
         self.audit.append_logged(row).await;
         Ok(settings)
     }
@@ -274,7 +246,7 @@ impl Secrets {
         let settings = self.store.get_settings(tenant).await?;
         let mut candidates = self.store.candidate_secrets(tenant, keys).await?;
         let metas: Vec<Secret> = candidates.iter().map(|(s, _)| s.clone()).collect();
-        let resolved = secret::resolve(keys, &metas, settings.allow_end_user_credentials);
+        let resolved = secret::resolve(keys, &metas, &settings);
         Ok(resolved
             .into_iter()
             .filter_map(|(env, chosen)| {

@@ -42,16 +42,23 @@ impl CredentialCache {
 impl Secrets {
     async fn load(&self, id: &SandboxIdentity) -> Result<Vec<Credential>, String> {
         let tenant = &id.tenant_id;
-        let keys = SandboxScopeKeys::new(&id.sandbox_id, id.workspace_id.as_ref(), &id.labels);
+        let keys = SandboxScopeKeys::new(
+            &id.sandbox_id,
+            id.workspace_id.as_ref(),
+            &id.labels,
+            id.created_by_workspace_key,
+        );
         let winners = self
             .winners(tenant, &keys)
             .await
             .map_err(|e| e.to_string())?;
         let mut out = Vec::with_capacity(winners.len());
         for (_, meta, sealed) in winners {
-            // A value that cannot be opened (wrong or rotated-away key) is
+            // A value that cannot be opened (wrong or rotated-away key, or a
+            // row whose metadata was changed behind the vault's back) is
             // skipped: its placeholder then goes out unchanged.
-            let plain = match self.vault.open(&sealed, tenant.as_str().as_bytes()) {
+            let aad = meta.associated_data(meta.version, sealed.aad);
+            let plain = match self.vault.open(&sealed, &aad) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(secret = %meta.id, error = %e, "cannot open secret value");

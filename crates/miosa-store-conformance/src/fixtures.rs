@@ -8,12 +8,12 @@ use miosa_core::audit::Outcome;
 use miosa_core::id::new_body;
 use miosa_core::time_util::now;
 use miosa_core::{
-    ApiKey, ApiKeyId, ApiKeyKind, AuditEntry, AuditId, KeyScope, Labels, NewApiKey,
+    AadVersion, ApiKey, ApiKeyId, ApiKeyKind, AuditEntry, AuditId, KeyScope, Labels, NewApiKey,
     NewSecretVersion, OnTimeout, Page, PageRequest, Pepper, PlainApiKey, Sandbox, SandboxId,
-    SandboxStatus, SealedValue, Secret, SecretId, SecretScope, Tenant, TenantId, Workspace,
-    WorkspaceId,
+    SandboxStatus, SealedValue, Secret, SecretId, SecretScope, SubstituteIn, Tenant, TenantId,
+    Workspace, WorkspaceId,
 };
-use miosa_store::{Store, StoreError, StoreResult};
+use miosa_store::{SecretKey, Store, StoreError, StoreResult};
 
 /// A name no other run of the story uses: `prefix-<random>`.
 pub fn unique(prefix: &str) -> String {
@@ -66,6 +66,8 @@ pub fn sandbox(tenant: &TenantId, workspace: Option<&WorkspaceId>) -> Sandbox {
         created_at,
         expires_at: created_at + time::Duration::hours(1),
         destroyed_at: None,
+        created_by_key_id: None,
+        created_by_workspace_key: false,
     }
 }
 
@@ -134,11 +136,13 @@ pub fn sealed(kek_id: &str, n: u8) -> SealedValue {
         wrapped_key: [&[n; 28][..], kek_id.as_bytes(), &[0, 0xff]].concat(),
         nonce: vec![n ^ 0xa5; 12],
         ciphertext: [&b"ct\0"[..], &[n, 0xfe, 0x00, 0x80]].concat(),
+        aad: AadVersion::Bound,
     }
 }
 
 /// A new secret of `tenant` (`key` is the scope key), with no host limits,
-/// sealed under `kek-test`, set now.
+/// sealed under `kek-test`, set now; a `workspace` secret belongs to its
+/// workspace, any other to none.
 pub fn secret(
     tenant: &TenantId,
     scope: SecretScope,
@@ -152,11 +156,67 @@ pub fn secret(
         name: name.to_owned(),
         scope,
         scope_key: key.map(str::to_owned),
+        workspace_id: key
+            .filter(|_| scope == SecretScope::Workspace)
+            .and_then(|k| WorkspaceId::parse(k).ok()),
         expose_as_env: env.to_owned(),
         allowed_hosts: Vec::new(),
+        substitute_in: SubstituteIn::HEADERS,
+        version: 1,
         sealed: sealed("kek-test", 1),
         at: now(),
     }
+}
+
+/// The write that adds the version after `stored` (as `put_secret` returned
+/// it) with the rest of `new`: same secret ID, next version, a value that
+/// differs by version.
+pub fn next_version(new: &NewSecretVersion, stored: &Secret) -> NewSecretVersion {
+    NewSecretVersion {
+        id: stored.id.clone(),
+        version: stored.version + 1,
+        sealed: sealed(&new.sealed.kek_id, (stored.version + 1) as u8),
+        at: now(),
+        ..new.clone()
+    }
+}
+
+/// `new` as the secrets service writes it: version 1 under its own ID when
+/// no secret has its scope, key, workspace and name, else the next version
+/// of the one that does.
+pub async fn as_upsert(store: &dyn Store, new: &NewSecretVersion) -> NewSecretVersion {
+    let key = SecretKey {
+        scope: new.scope,
+        scope_key: new.scope_key.clone(),
+        workspace_id: new.workspace_id.clone(),
+        name: new.name.clone(),
+    };
+    match store
+        .find_secret(&new.tenant_id, &key)
+        .await
+        .expect("find_secret")
+    {
+        Some(current) => NewSecretVersion {
+            id: current.id,
+            version: current.version + 1,
+            ..new.clone()
+        },
+        None => NewSecretVersion {
+            version: 1,
+            ..new.clone()
+        },
+    }
+}
+
+/// Writes `new` as an upsert (see [`as_upsert`]).
+pub async fn try_upsert(store: &dyn Store, new: &NewSecretVersion) -> StoreResult<Secret> {
+    let new = as_upsert(store, new).await;
+    store.put_secret(&new).await
+}
+
+/// Writes `new` as an upsert (see [`as_upsert`]); it must succeed.
+pub async fn upsert_secret(store: &dyn Store, new: &NewSecretVersion) -> Secret {
+    try_upsert(store, new).await.expect("put_secret")
 }
 
 /// Stores `new` (a new secret or a new version).

@@ -18,6 +18,7 @@ mod isolation;
 mod pg;
 mod sandboxes;
 mod secret_lookup;
+mod secret_writes;
 mod secrets;
 mod settings;
 mod system;

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 
 use miosa_core::time_util::now;
 use miosa_core::{
-    Labels, OnTimeout, PageRequest, Sandbox, SandboxId, SandboxStatus, TenantId, WorkspaceId,
+    ApiKeyId, Labels, OnTimeout, PageRequest, Sandbox, SandboxId, SandboxStatus, TenantId,
+    WorkspaceId,
 };
 use miosa_store::{SandboxFilter, SandboxPatch, Store, StoreError};
 use time::macros::datetime;
@@ -132,6 +133,8 @@ async fn round_trips(store: &dyn Store) {
         created_at: datetime!(2001-02-03 04:05:06.123_456 +05:30),
         expires_at: datetime!(2999-12-31 23:59:59.999_999 UTC),
         destroyed_at: Some(datetime!(1969-12-31 23:59:59.999_999 -08:00)),
+        created_by_key_id: Some(ApiKeyId::generate()),
+        created_by_workspace_key: true,
     };
     let full = new_sandbox(store, full).await;
     assert_eq!(get(store, &full).await, Some(full.clone()));
@@ -158,6 +161,8 @@ async fn round_trips(store: &dyn Store) {
         created_at: datetime!(2024-05-06 07:08:09.000_001 UTC),
         expires_at: datetime!(2024-05-06 07:08:09.000_001 UTC),
         destroyed_at: None,
+        created_by_key_id: None,
+        created_by_workspace_key: false,
     };
     let bare = new_sandbox(store, bare).await;
     assert_eq!(get(store, &bare).await, Some(bare.clone()));

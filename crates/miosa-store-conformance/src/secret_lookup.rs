@@ -8,12 +8,14 @@
 use miosa_core::secret::resolve;
 use miosa_core::time_util::now;
 use miosa_core::{
-    NewSecretVersion, SandboxScopeKeys, SealedValue, SealedVersion, SecretId, SecretScope, TenantId,
+    NewSecretVersion, SandboxScopeKeys, SealedValue, SealedVersion, SecretId, SecretScope,
+    TenantId, TenantSettings,
 };
 use miosa_store::{SecretFilter, SettingsPatch, Store};
 
 use crate::fixtures::{
-    new_sandbox, new_tenant, new_workspace, put_secret, sandbox, sealed, secret, unique,
+    new_sandbox, new_tenant, new_workspace, sandbox, sealed, secret, try_upsert, unique,
+    upsert_secret,
 };
 use crate::secrets::{bare_keys, candidates_of, epoch_of, list_all, set_enabled};
 
@@ -41,6 +43,7 @@ async fn candidates(store: &dyn Store) {
         external_user_id: Some("Dr.Smith".to_owned()),
         external_workspace_id: Some("clinic-1".to_owned()),
         workspace_id: Some(ws.id.to_string()),
+        created_by_workspace_key: false,
     };
 
     let mut n = 0u8;
@@ -50,7 +53,7 @@ async fn candidates(store: &dyn Store) {
             sealed: sealed("kek-cand", n),
             ..secret(&t.id, scope, key, name, "TOKEN")
         };
-        (put_secret(store, &new).await, new.sealed)
+        (upsert_secret(store, &new).await, new.sealed)
     };
     // Every scope holds a TOKEN the sandbox matches; the resolver picks.
     let tenant = put(Tenant, None, "t").await;
@@ -70,7 +73,7 @@ async fn candidates(store: &dyn Store) {
     put(ExternalWorkspace, Some("owner-1"), "ew2").await;
     put(Workspace, Some(other_ws.id.as_str()), "w").await;
     // A matching secret, disabled.
-    let off = put_secret(
+    let off = upsert_secret(
         store,
         &secret(&t.id, ExternalUser, Some("Dr.Smith"), "eu-off", "OFF"),
     )
@@ -78,8 +81,8 @@ async fn candidates(store: &dyn Store) {
     set_enabled(store, &t.id, &off.id, false, now()).await;
     // Another tenant with the same labels.
     let (u, _) = new_tenant(store).await;
-    put_secret(store, &secret(&u.id, Tenant, None, "t", "TOKEN")).await;
-    put_secret(
+    upsert_secret(store, &secret(&u.id, Tenant, None, "t", "TOKEN")).await;
+    upsert_secret(
         store,
         &secret(&u.id, ExternalUser, Some("Dr.Smith"), "eu", "TOKEN"),
     )
@@ -95,7 +98,11 @@ async fn candidates(store: &dyn Store) {
     ];
     let got = candidates_of(store, &t.id, &keys).await;
     assert_eq!(got, want);
-    let winner = resolve(&keys, got.iter().map(|(s, _)| s), true);
+    let winner = resolve(
+        &keys,
+        got.iter().map(|(s, _)| s),
+        &TenantSettings::default(),
+    );
     assert_eq!(winner["TOKEN"].id, bound.0.id, "the sandbox binding wins");
 
     // A new version: the candidate carries it.
@@ -103,7 +110,7 @@ async fn candidates(store: &dyn Store) {
         sealed: sealed("kek-cand", 200),
         ..secret(&t.id, ExternalUser, Some("Dr.Smith"), "eu", "TOKEN")
     };
-    let end_user = (put_secret(store, &newer).await, newer.sealed.clone());
+    let end_user = (upsert_secret(store, &newer).await, newer.sealed.clone());
     assert_eq!(end_user.0.version, 2);
     let got = candidates_of(store, &t.id, &keys).await;
     assert_eq!(got[3], end_user);
@@ -120,6 +127,7 @@ async fn candidates(store: &dyn Store) {
         external_user_id: Some(String::new()),
         external_workspace_id: Some(String::new()),
         workspace_id: Some(String::new()),
+        created_by_workspace_key: false,
     };
     for k in [&bare, &empty] {
         assert_eq!(
@@ -156,9 +164,9 @@ async fn epoch(store: &dyn Store) {
         assert!(now > last, "{what} increases the epoch ({last} -> {now})");
         last = now;
     };
-    let s = put_secret(store, &secret(&t.id, Tenant, None, "a", "A")).await;
+    let s = upsert_secret(store, &secret(&t.id, Tenant, None, "a", "A")).await;
     bumped("a new secret").await;
-    put_secret(store, &secret(&t.id, Tenant, None, "a", "A")).await;
+    upsert_secret(store, &secret(&t.id, Tenant, None, "a", "A")).await;
     bumped("a new version").await;
     set_enabled(store, &t.id, &s.id, false, now()).await;
     bumped("disabling").await;
@@ -171,21 +179,28 @@ async fn epoch(store: &dyn Store) {
     bumped("a settings update").await;
     let off = SettingsPatch {
         allow_end_user_credentials: Some(false),
+        ..SettingsPatch::default()
     };
     store
         .update_settings(&t.id, &off, now())
         .await
         .expect("update_settings");
     bumped("a settings change").await;
-    let other = put_secret(store, &secret(&t.id, ExternalUser, Some("x"), "b", "A")).await;
+    let other = upsert_secret(
+        store,
+        &secret(&t.id, ExternalWorkspace, Some("x"), "b", "A"),
+    )
+    .await;
     bumped("a secret in another scope").await;
     assert!(store.delete_secret(&t.id, &s.id).await.expect("delete"));
     bumped("deleting").await;
     let same = epoch_of(store, &t.id).await;
 
     // Reads and refused or empty writes change nothing.
-    let clash = secret(&t.id, ExternalUser, Some("x"), "c", "A");
-    assert!(store.put_secret(&clash).await.is_err());
+    let clash = secret(&t.id, ExternalWorkspace, Some("x"), "c", "A");
+    assert!(try_upsert(store, &clash).await.is_err());
+    let forbidden = secret(&t.id, ExternalUser, Some("x"), "d", "D");
+    assert!(try_upsert(store, &forbidden).await.is_err());
     assert!(!store.delete_secret(&t.id, &s.id).await.expect("delete"));
     assert_eq!(
         set_enabled(store, &t.id, &SecretId::generate(), false, now()).await,
@@ -211,7 +226,7 @@ async fn rotation(store: &dyn Store) {
             sealed: sealed(kek, n),
             ..secret(&t.id, Tenant, None, name, name)
         };
-        put_secret(store, &new).await
+        upsert_secret(store, &new).await
     };
     let a = put("A", &older, 1).await;
     put("A", &old, 2).await;
@@ -235,6 +250,7 @@ async fn rotation(store: &dyn Store) {
         wrapped_key: [&b"rewrapped:"[..], &v.wrapped_key].concat(),
         nonce: v.nonce.clone(),
         ciphertext: v.ciphertext.clone(),
+        aad: v.aad,
     };
     let mut seen = Vec::new();
     for round in 0.. {

@@ -8,15 +8,15 @@
 use miosa_core::time_util::now;
 use miosa_core::{
     NewSecretVersion, PageRequest, SandboxScopeKeys, SandboxStatus, SealedValue, SealedVersion,
-    Secret, SecretId, SecretScope, TenantId,
+    Secret, SecretId, SecretScope, SubstituteIn, TenantId,
 };
 use miosa_store::{SecretFilter, Store};
 use time::macros::datetime;
 use time::OffsetDateTime;
 
 use crate::fixtures::{
-    all_pages, assert_conflict, assert_missing, new_sandbox, new_tenant, new_workspace, put_secret,
-    sandbox, sealed, secret, unique,
+    all_pages, assert_conflict, assert_missing, new_sandbox, new_tenant, new_workspace, sandbox,
+    sealed, secret, try_upsert, unique, upsert_secret,
 };
 
 use SecretScope::{ExternalUser, ExternalWorkspace, Tenant, User, Workspace};
@@ -28,6 +28,7 @@ pub async fn secrets(store: &dyn Store) {
     references(store).await;
     isolation(store).await;
     filters_and_paging(store).await;
+    crate::secret_writes::secret_writes(store).await;
 }
 
 pub(crate) async fn get(store: &dyn Store, tenant: &TenantId, id: &SecretId) -> Option<Secret> {
@@ -122,15 +123,17 @@ async fn versions(store: &dyn Store) {
             "OPENAI_API_KEY",
         )
     };
-    let v1 = put_secret(store, &first).await;
+    let v1 = upsert_secret(store, &first).await;
     let want = Secret {
         id: first.id.clone(),
         tenant_id: t.id.clone(),
         name: first.name.clone(),
         scope: ExternalUser,
         scope_key: Some(key.to_owned()),
+        workspace_id: None,
         expose_as_env: "OPENAI_API_KEY".to_owned(),
         allowed_hosts: first.allowed_hosts.clone(),
+        substitute_in: SubstituteIn::HEADERS,
         version: 1,
         enabled: true,
         created_at: t1,
@@ -168,7 +171,7 @@ async fn versions(store: &dyn Store) {
         ..want
     };
     assert_eq!(
-        put_secret(store, &second).await,
+        upsert_secret(store, &second).await,
         want,
         "a new version keeps the ID, creation time and the disabled flag"
     );
@@ -209,7 +212,7 @@ async fn versions(store: &dyn Store) {
         at: now(),
         ..second.clone()
     };
-    let v3 = put_secret(store, &third).await;
+    let v3 = upsert_secret(store, &third).await;
     assert_eq!((v3.version, v3.enabled), (3, true));
     assert_eq!(
         candidates_of(store, &t.id, &keys).await,
@@ -254,7 +257,7 @@ async fn versions(store: &dyn Store) {
         "openai-key_1.v2",
         "OPENAI_API_KEY",
     );
-    let again = put_secret(store, &fresh).await;
+    let again = upsert_secret(store, &fresh).await;
     assert_eq!((&again.id, again.version), (&fresh.id, 1));
     assert_eq!(
         list_all(store, &t.id, &SecretFilter::default()).await,
@@ -267,11 +270,11 @@ async fn versions(store: &dyn Store) {
 async fn env_conflicts(store: &dyn Store) {
     let (t, _) = new_tenant(store).await;
     let (u, _) = new_tenant(store).await;
-    let a = put_secret(store, &secret(&t.id, Tenant, None, "a", "TOKEN")).await;
+    let a = upsert_secret(store, &secret(&t.id, Tenant, None, "a", "TOKEN")).await;
     let before = epoch_of(store, &t.id).await;
 
     let b = secret(&t.id, Tenant, None, "b", "TOKEN");
-    assert_conflict(store.put_secret(&b).await, "secret", "expose_as_env");
+    assert_conflict(try_upsert(store, &b).await, "secret", "expose_as_env");
     assert_eq!(get(store, &t.id, &b.id).await, None);
     assert_eq!(
         epoch_of(store, &t.id).await,
@@ -285,39 +288,41 @@ async fn env_conflicts(store: &dyn Store) {
         (ExternalWorkspace, "u1"),
         (User, "u1"),
     ] {
-        put_secret(store, &secret(&t.id, scope, Some(key), "b", "TOKEN")).await;
+        upsert_secret(store, &secret(&t.id, scope, Some(key), "b", "TOKEN")).await;
     }
-    put_secret(store, &secret(&u.id, Tenant, None, "b", "TOKEN")).await;
+    upsert_secret(store, &secret(&u.id, Tenant, None, "b", "TOKEN")).await;
     assert_conflict(
-        store
-            .put_secret(&secret(&t.id, ExternalUser, Some("u1"), "c", "TOKEN"))
-            .await,
+        try_upsert(
+            store,
+            &secret(&t.id, ExternalUser, Some("u1"), "c", "TOKEN"),
+        )
+        .await,
         "secret",
         "expose_as_env",
     );
-    put_secret(store, &secret(&t.id, Tenant, None, "c", "token")).await;
+    upsert_secret(store, &secret(&t.id, Tenant, None, "c", "token")).await;
 
     // A new version may not take another secret's variable, and its value
     // is not stored.
-    let b = put_secret(store, &secret(&t.id, Tenant, None, "b", "OTHER")).await;
+    let b = upsert_secret(store, &secret(&t.id, Tenant, None, "b", "OTHER")).await;
     let steal = NewSecretVersion {
         sealed: sealed("kek-stolen", 9),
         ..secret(&t.id, Tenant, None, "b", "TOKEN")
     };
-    assert_conflict(store.put_secret(&steal).await, "secret", "expose_as_env");
+    assert_conflict(try_upsert(store, &steal).await, "secret", "expose_as_env");
     assert_eq!(get(store, &t.id, &b.id).await, Some(b.clone()));
     assert_eq!(versions_of(store, &b.id).await.len(), 1);
 
     // Once `a` moves to another variable, `b` can take it; keeping one's own
     // variable is no conflict.
-    let a2 = put_secret(store, &secret(&t.id, Tenant, None, "a", "RENAMED")).await;
+    let a2 = upsert_secret(store, &secret(&t.id, Tenant, None, "a", "RENAMED")).await;
     assert_eq!((&a2.id, a2.version), (&a.id, 2));
-    let b2 = put_secret(store, &secret(&t.id, Tenant, None, "b", "TOKEN")).await;
+    let b2 = upsert_secret(store, &secret(&t.id, Tenant, None, "b", "TOKEN")).await;
     assert_eq!(
         (&b2.id, b2.version, b2.expose_as_env.as_str()),
         (&b.id, 2, "TOKEN")
     );
-    let b3 = put_secret(store, &secret(&t.id, Tenant, None, "b", "TOKEN")).await;
+    let b3 = upsert_secret(store, &secret(&t.id, Tenant, None, "b", "TOKEN")).await;
     assert_eq!(b3.version, 3);
 }
 
@@ -344,12 +349,12 @@ async fn references(store: &dyn Store) {
     let u_sbx = new_sandbox(store, sandbox(&u.id, None)).await;
 
     let mut ok = vec![
-        put_secret(
+        upsert_secret(
             store,
             &secret(&t.id, SecretScope::Sandbox, Some(sbx.id.as_str()), "s", "A"),
         )
         .await,
-        put_secret(
+        upsert_secret(
             store,
             &secret(&t.id, Workspace, Some(ws.id.as_str()), "w", "A"),
         )
@@ -366,11 +371,11 @@ async fn references(store: &dyn Store) {
     ];
     for key in missing_sandbox {
         let new = secret(&t.id, SecretScope::Sandbox, key, "s2", "B");
-        assert_missing(store.put_secret(&new).await, "sandbox_id");
+        assert_missing(try_upsert(store, &new).await, "sandbox_id");
     }
     for key in [Some(u_ws.id.as_str()), Some(sbx.id.as_str()), None] {
         let new = secret(&t.id, Workspace, key, "w2", "B");
-        assert_missing(store.put_secret(&new).await, "workspace_id");
+        assert_missing(try_upsert(store, &new).await, "workspace_id");
     }
     assert_eq!(
         epoch_of(store, &t.id).await,
@@ -381,7 +386,7 @@ async fn references(store: &dyn Store) {
     // Labels are not references: any key will do, even another tenant's ID.
     for scope in [User, ExternalUser, ExternalWorkspace] {
         ok.push(
-            put_secret(
+            upsert_secret(
                 store,
                 &secret(&t.id, scope, Some(u_sbx.id.as_str()), "l", "B"),
             )
@@ -392,7 +397,7 @@ async fn references(store: &dyn Store) {
     assert_eq!(list_all(store, &t.id, &SecretFilter::default()).await, ok);
 
     let orphan = secret(&TenantId::generate(), Tenant, None, "o", "A");
-    assert_missing(store.put_secret(&orphan).await, "tenant_id");
+    assert_missing(try_upsert(store, &orphan).await, "tenant_id");
 }
 
 /// Nothing of tenant B can be read, listed, resolved or changed through A.
@@ -400,20 +405,20 @@ async fn isolation(store: &dyn Store) {
     let (a, _) = new_tenant(store).await;
     let (b, _) = new_tenant(store).await;
     let mine = vec![
-        put_secret(
+        upsert_secret(
             store,
             &secret(&a.id, ExternalUser, Some("shared"), "k", "K"),
         )
         .await,
-        put_secret(store, &secret(&a.id, Tenant, None, "k", "K")).await,
+        upsert_secret(store, &secret(&a.id, Tenant, None, "k", "K")).await,
     ];
     let theirs = vec![
-        put_secret(
+        upsert_secret(
             store,
             &secret(&b.id, ExternalUser, Some("shared"), "k", "K"),
         )
         .await,
-        put_secret(store, &secret(&b.id, Tenant, None, "k", "K")).await,
+        upsert_secret(store, &secret(&b.id, Tenant, None, "k", "K")).await,
     ];
     let (epoch_a, epoch_b) = (epoch_of(store, &a.id).await, epoch_of(store, &b.id).await);
 
@@ -483,7 +488,7 @@ async fn filters_and_paging(store: &dyn Store) {
     ];
     let mut all = Vec::new();
     for (i, (scope, key, name)) in specs.into_iter().enumerate() {
-        let s = put_secret(store, &secret(&t.id, scope, key, name, &format!("E{i}"))).await;
+        let s = upsert_secret(store, &secret(&t.id, scope, key, name, &format!("E{i}"))).await;
         all.push(s);
     }
     all[2] = set_enabled(store, &t.id, &all[2].id, false, now())
@@ -491,7 +496,7 @@ async fn filters_and_paging(store: &dyn Store) {
         .expect("the secret exists");
     // Same names and keys in another tenant never show up.
     let (other, _) = new_tenant(store).await;
-    put_secret(
+    upsert_secret(
         store,
         &secret(&other.id, ExternalUser, Some("u1"), "n1", "E1"),
     )

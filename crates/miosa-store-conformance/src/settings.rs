@@ -13,6 +13,7 @@ async fn get(store: &dyn Store, tenant: &TenantId) -> TenantSettings {
 async fn update(store: &dyn Store, tenant: &TenantId, allow: Option<bool>) -> TenantSettings {
     let patch = SettingsPatch {
         allow_end_user_credentials: allow,
+        ..SettingsPatch::default()
     };
     let after = store
         .update_settings(tenant, &patch, now())
@@ -41,6 +42,7 @@ pub async fn settings(store: &dyn Store) {
 
     let off = TenantSettings {
         allow_end_user_credentials: false,
+        ..TenantSettings::default()
     };
     assert_eq!(update(store, &t.id, Some(false)).await, off);
     assert_eq!(
@@ -67,8 +69,45 @@ pub async fn settings(store: &dyn Store) {
         "untouched by the other tenant"
     );
 
+    // Each setting changes alone; the others keep their values.
+    let strict = SettingsPatch {
+        require_allowed_hosts: Some(true),
+        workspace_keys_use_unbound_secrets: Some(true),
+        ..SettingsPatch::default()
+    };
+    let after = store
+        .update_settings(&t.id, &strict, now())
+        .await
+        .expect("update_settings");
+    assert_eq!(
+        after,
+        TenantSettings {
+            allow_end_user_credentials: false,
+            require_allowed_hosts: true,
+            workspace_keys_use_unbound_secrets: true,
+        }
+    );
+    assert_eq!(get(store, &t.id).await, after);
+    let relaxed = SettingsPatch {
+        require_allowed_hosts: Some(false),
+        ..SettingsPatch::default()
+    };
+    let after = store
+        .update_settings(&t.id, &relaxed, now())
+        .await
+        .expect("update_settings");
+    assert!(!after.require_allowed_hosts && after.workspace_keys_use_unbound_secrets);
+    // A first update of only the new settings starts from the defaults.
+    let (v, _) = new_tenant(store).await;
+    let first = store
+        .update_settings(&v.id, &strict, now())
+        .await
+        .expect("update_settings");
+    assert!(first.allow_end_user_credentials && first.require_allowed_hosts);
+
     let patch = SettingsPatch {
         allow_end_user_credentials: Some(false),
+        ..SettingsPatch::default()
     };
     assert_missing(
         store

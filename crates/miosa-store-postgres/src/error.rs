@@ -18,8 +18,9 @@ const UNIQUE: &[(&str, &str, &str)] = &[
     ("sandboxes_workspace_name_key", "sandbox", "name"),
     ("sandboxes_tenant_name_key", "sandbox", "name"),
     ("secrets_pkey", "secret", "id"),
-    // The upsert's target, so not expected: a second value adds a version.
-    ("secrets_scope_name_key", "secret", "name"),
+    // Checked before the insert, so not expected: a second value adds a
+    // version (or the write is a version conflict).
+    ("secrets_scope_name_key", "secret", "version"),
     ("secrets_scope_expose_as_env_key", "secret", "expose_as_env"),
     ("audit_events_pkey", "audit_event", "id"),
     ("audit_events_tenant_seq_key", "audit_event", "seq"),

@@ -28,7 +28,7 @@ use miosa_core::{
     Secret, SecretId, Tenant, TenantId, TenantSettings, Workspace, WorkspaceId,
 };
 use miosa_store::{
-    AuditFilter, Bootstrap, RevokeOutcome, SandboxFilter, SandboxPatch, SecretFilter,
+    AuditFilter, Bootstrap, RevokeOutcome, SandboxFilter, SandboxPatch, SecretFilter, SecretKey,
     SettingsPatch, Store, StoreError, StoreResult, SystemInfo, WorkspaceFilter,
 };
 use sqlx::postgres::PgPoolOptions;
@@ -232,6 +232,10 @@ impl Store for PostgresStore {
         secrets::get(&self.pool, tenant, id).await
     }
 
+    async fn find_secret(&self, tenant: &TenantId, key: &SecretKey) -> StoreResult<Option<Secret>> {
+        secrets::find(&self.pool, tenant, key).await
+    }
+
     async fn list_secrets(
         &self,
         tenant: &TenantId,
@@ -281,6 +285,13 @@ impl Store for PostgresStore {
 
     async fn kek_ids_in_use(&self) -> StoreResult<Vec<String>> {
         secrets::kek_ids_in_use(&self.pool).await
+    }
+
+    async fn legacy_sealed_versions(
+        &self,
+        limit: u32,
+    ) -> StoreResult<Vec<(Secret, SealedVersion)>> {
+        secrets::legacy_latest(&self.pool, limit).await
     }
 
     async fn get_settings(&self, tenant: &TenantId) -> StoreResult<TenantSettings> {

@@ -1,23 +1,25 @@
 //! The `sandboxes` table.
 //!
-//! Every method is a single statement (no read-then-write), so none needs an
-//! explicit transaction or row lock: status changes are compare-and-set
-//! `UPDATE`s, and name uniqueness among live sandboxes is the partial unique
-//! indexes' job (a concurrent insert of the same name waits on the index
-//! entry and then fails).
+//! No method reads then writes, so none needs a row lock: status changes
+//! are compare-and-set `UPDATE`s (the move to `destroyed` also deletes the
+//! sandbox's own secrets in the same transaction), and name uniqueness among
+//! live sandboxes is the partial unique indexes' job (a concurrent insert of
+//! the same name waits on the index entry and then fails).
 
 use std::collections::BTreeMap;
 
 use miosa_core::{
-    Labels, OnTimeout, Page, PageRequest, Sandbox, SandboxId, SandboxStatus, TenantId, WorkspaceId,
+    ApiKeyId, Labels, OnTimeout, Page, PageRequest, Sandbox, SandboxId, SandboxStatus, TenantId,
+    WorkspaceId,
 };
 use miosa_store::{SandboxFilter, SandboxPatch, StoreResult};
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use time::OffsetDateTime;
 
 use crate::error::{corrupt, db, db_ref};
 use crate::rows::{id, page_of, push_page};
+use crate::settings::{bump_epoch, lock_secrets};
 
 const TABLE: &str = "sandboxes";
 
@@ -26,7 +28,8 @@ macro_rules! columns {
     () => {
         "id, tenant_id, workspace_id, name, status, node_id, template, owner_user_id, \
          external_user_id, external_workspace_id, external_project_id, metadata, cpu, \
-         memory_mb, timeout_seconds, on_timeout, created_at, expires_at, destroyed_at"
+         memory_mb, timeout_seconds, on_timeout, created_at, expires_at, destroyed_at, \
+         created_by_key_id, created_by_workspace_key"
     };
 }
 
@@ -53,6 +56,8 @@ struct SandboxRow {
     created_at: OffsetDateTime,
     expires_at: OffsetDateTime,
     destroyed_at: Option<OffsetDateTime>,
+    created_by_key_id: Option<String>,
+    created_by_workspace_key: bool,
 }
 
 impl SandboxRow {
@@ -81,6 +86,8 @@ impl SandboxRow {
             created_at: self.created_at,
             expires_at: self.expires_at,
             destroyed_at: self.destroyed_at,
+            created_by_key_id: self.created_by_key_id.map(|k| id(TABLE, &k)).transpose()?,
+            created_by_workspace_key: self.created_by_workspace_key,
         })
     }
 }
@@ -95,9 +102,10 @@ pub(crate) async fn create(pool: &PgPool, s: &Sandbox) -> StoreResult<()> {
         "INSERT INTO sandboxes \
          (id, tenant_id, workspace_id, name, status, node_id, template, owner_user_id, \
           external_user_id, external_workspace_id, external_project_id, metadata, cpu, \
-          memory_mb, timeout_seconds, on_timeout, created_at, expires_at, destroyed_at) \
+          memory_mb, timeout_seconds, on_timeout, created_at, expires_at, destroyed_at, \
+          created_by_key_id, created_by_workspace_key) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-          $19)",
+          $19, $20, $21)",
     )
     .bind(s.id.as_str())
     .bind(s.tenant_id.as_str())
@@ -118,6 +126,8 @@ pub(crate) async fn create(pool: &PgPool, s: &Sandbox) -> StoreResult<()> {
     .bind(s.created_at)
     .bind(s.expires_at)
     .bind(s.destroyed_at)
+    .bind(s.created_by_key_id.as_ref().map(ApiKeyId::as_str))
+    .bind(s.created_by_workspace_key)
     .execute(pool)
     .await
     .map_err(|e| {
@@ -258,6 +268,12 @@ pub(crate) async fn transition(
     if from.is_empty() {
         return Ok(false);
     }
+    let mut tx = pool.begin().await.map_err(db)?;
+    if to == SandboxStatus::Destroyed {
+        // Secret writers lock this row first too: no deadlock, and no
+        // sandbox secret slips in between the update and the delete.
+        lock_secrets(&mut tx, tenant).await?;
+    }
     let mut q = QueryBuilder::new("UPDATE sandboxes SET status = ");
     q.push_bind(to.as_str());
     if to == SandboxStatus::Destroyed {
@@ -267,8 +283,41 @@ pub(crate) async fn transition(
     q.push(" AND id = ").push_bind(id.as_str());
     q.push(" AND ");
     push_status_in(&mut q, from);
-    let done = q.build().execute(pool).await.map_err(db)?;
-    Ok(done.rows_affected() == 1)
+    let changed = q
+        .build()
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected()
+        == 1;
+    if changed && to == SandboxStatus::Destroyed {
+        delete_sandbox_secrets(&mut tx, tenant, id).await?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(changed)
+}
+
+/// A destroyed sandbox's own secrets go with it (their versions cascade).
+/// The epoch is bumped only when there were some, so destroying a sandbox
+/// without secrets leaves the tenant's credential caches valid.
+async fn delete_sandbox_secrets(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    id: &SandboxId,
+) -> StoreResult<()> {
+    let deleted = sqlx::query(
+        "DELETE FROM secrets WHERE tenant_id = $1 AND scope = 'sandbox' AND scope_key = $2",
+    )
+    .bind(tenant.as_str())
+    .bind(id.as_str())
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?
+    .rows_affected();
+    if deleted > 0 {
+        bump_epoch(conn, tenant).await?;
+    }
+    Ok(())
 }
 
 #[tracing::instrument(skip_all, fields(node = %node))]

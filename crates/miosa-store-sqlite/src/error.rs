@@ -22,14 +22,16 @@ const UNIQUE: &[(&str, &str, &str)] = &[
     ),
     ("sandboxes.tenant_id, sandboxes.name", "sandbox", "name"),
     ("secrets.id", "secret", "id"),
-    // The upsert's target, so not expected: a second value adds a version.
+    // Checked before the insert, so not expected: a second value adds a
+    // version (or the write is a version conflict).
     (
-        "secrets.tenant_id, secrets.scope, secrets.scope_key, secrets.name",
+        "secrets.tenant_id, secrets.scope, secrets.scope_key, secrets.workspace_id, secrets.name",
         "secret",
-        "name",
+        "version",
     ),
     (
-        "secrets.tenant_id, secrets.scope, secrets.scope_key, secrets.expose_as_env",
+        "secrets.tenant_id, secrets.scope, secrets.scope_key, secrets.workspace_id, \
+         secrets.expose_as_env",
         "secret",
         "expose_as_env",
     ),

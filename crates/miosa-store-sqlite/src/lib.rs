@@ -29,7 +29,7 @@ use miosa_core::{
     Secret, SecretId, Tenant, TenantId, TenantSettings, Workspace, WorkspaceId,
 };
 use miosa_store::{
-    AuditFilter, Bootstrap, RevokeOutcome, SandboxFilter, SandboxPatch, SecretFilter,
+    AuditFilter, Bootstrap, RevokeOutcome, SandboxFilter, SandboxPatch, SecretFilter, SecretKey,
     SettingsPatch, Store, StoreError, StoreResult, SystemInfo, WorkspaceFilter,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -240,6 +240,10 @@ impl Store for SqliteStore {
         secrets::get(&self.pool, tenant, id).await
     }
 
+    async fn find_secret(&self, tenant: &TenantId, key: &SecretKey) -> StoreResult<Option<Secret>> {
+        secrets::find(&self.pool, tenant, key).await
+    }
+
     async fn list_secrets(
         &self,
         tenant: &TenantId,
@@ -289,6 +293,13 @@ impl Store for SqliteStore {
 
     async fn kek_ids_in_use(&self) -> StoreResult<Vec<String>> {
         secrets::kek_ids_in_use(&self.pool).await
+    }
+
+    async fn legacy_sealed_versions(
+        &self,
+        limit: u32,
+    ) -> StoreResult<Vec<(Secret, SealedVersion)>> {
+        secrets::legacy_latest(&self.pool, limit).await
     }
 
     async fn get_settings(&self, tenant: &TenantId) -> StoreResult<TenantSettings> {

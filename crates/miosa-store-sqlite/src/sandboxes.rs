@@ -1,21 +1,23 @@
 //! The `sandboxes` table.
 //!
-//! Every statement is a single one (no read-then-write), so none needs an
-//! explicit transaction: status changes are compare-and-set `UPDATE`s, and
-//! name uniqueness among live sandboxes is the partial unique indexes' job.
+//! Status changes are compare-and-set `UPDATE`s (the move to `destroyed`
+//! also deletes the sandbox's own secrets in the same transaction), and name
+//! uniqueness among live sandboxes is the partial unique indexes' job.
 
 use std::collections::BTreeMap;
 
 use miosa_core::{
-    Labels, OnTimeout, Page, PageRequest, Sandbox, SandboxId, SandboxStatus, TenantId, WorkspaceId,
+    ApiKeyId, Labels, OnTimeout, Page, PageRequest, Sandbox, SandboxId, SandboxStatus, TenantId,
+    WorkspaceId,
 };
 use miosa_store::{SandboxFilter, SandboxPatch, StoreResult};
 use sqlx::types::Json;
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use time::OffsetDateTime;
 
 use crate::error::{corrupt, db, db_ref};
 use crate::rows::{from_micros, id, micros, opt_from_micros, page_of, push_page};
+use crate::settings::bump_epoch;
 
 const TABLE: &str = "sandboxes";
 
@@ -24,7 +26,8 @@ macro_rules! columns {
     () => {
         "id, tenant_id, workspace_id, name, status, node_id, template, owner_user_id, \
          external_user_id, external_workspace_id, external_project_id, metadata, cpu, \
-         memory_mb, timeout_seconds, on_timeout, created_at, expires_at, destroyed_at"
+         memory_mb, timeout_seconds, on_timeout, created_at, expires_at, destroyed_at, \
+         created_by_key_id, created_by_workspace_key"
     };
 }
 
@@ -51,6 +54,8 @@ struct SandboxRow {
     created_at: i64,
     expires_at: i64,
     destroyed_at: Option<i64>,
+    created_by_key_id: Option<String>,
+    created_by_workspace_key: bool,
 }
 
 impl SandboxRow {
@@ -79,6 +84,8 @@ impl SandboxRow {
             created_at: from_micros(TABLE, self.created_at)?,
             expires_at: from_micros(TABLE, self.expires_at)?,
             destroyed_at: opt_from_micros(TABLE, self.destroyed_at)?,
+            created_by_key_id: self.created_by_key_id.map(|k| id(TABLE, &k)).transpose()?,
+            created_by_workspace_key: self.created_by_workspace_key,
         })
     }
 }
@@ -93,8 +100,9 @@ pub(crate) async fn create(pool: &SqlitePool, s: &Sandbox) -> StoreResult<()> {
         "INSERT INTO sandboxes \
          (id, tenant_id, workspace_id, name, status, node_id, template, owner_user_id, \
           external_user_id, external_workspace_id, external_project_id, metadata, cpu, \
-          memory_mb, timeout_seconds, on_timeout, created_at, expires_at, destroyed_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+          memory_mb, timeout_seconds, on_timeout, created_at, expires_at, destroyed_at, \
+          created_by_key_id, created_by_workspace_key) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(s.id.as_str())
     .bind(s.tenant_id.as_str())
@@ -115,6 +123,8 @@ pub(crate) async fn create(pool: &SqlitePool, s: &Sandbox) -> StoreResult<()> {
     .bind(micros(s.created_at)?)
     .bind(micros(s.expires_at)?)
     .bind(s.destroyed_at.map(micros).transpose()?)
+    .bind(s.created_by_key_id.as_ref().map(ApiKeyId::as_str))
+    .bind(s.created_by_workspace_key)
     .execute(pool)
     .await
     .map_err(|e| {
@@ -256,6 +266,7 @@ pub(crate) async fn transition(
     if from.is_empty() {
         return Ok(false);
     }
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
     let mut q = QueryBuilder::new("UPDATE sandboxes SET status = ");
     q.push_bind(to.as_str());
     if to == SandboxStatus::Destroyed {
@@ -265,8 +276,39 @@ pub(crate) async fn transition(
     q.push(" AND id = ").push_bind(id.as_str());
     q.push(" AND ");
     push_status_in(&mut q, from);
-    let done = q.build().execute(pool).await.map_err(db)?;
-    Ok(done.rows_affected() == 1)
+    let changed = q
+        .build()
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected()
+        == 1;
+    if changed && to == SandboxStatus::Destroyed {
+        delete_sandbox_secrets(&mut tx, tenant, id).await?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(changed)
+}
+
+/// A destroyed sandbox's own secrets go with it (their versions cascade).
+async fn delete_sandbox_secrets(
+    conn: &mut SqliteConnection,
+    tenant: &TenantId,
+    id: &SandboxId,
+) -> StoreResult<()> {
+    let deleted = sqlx::query(
+        "DELETE FROM secrets WHERE tenant_id = ? AND scope = 'sandbox' AND scope_key = ?",
+    )
+    .bind(tenant.as_str())
+    .bind(id.as_str())
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?
+    .rows_affected();
+    if deleted > 0 {
+        bump_epoch(conn, tenant).await?;
+    }
+    Ok(())
 }
 
 #[tracing::instrument(skip_all, fields(node = %node))]

@@ -8,20 +8,36 @@ use time::OffsetDateTime;
 use crate::error::{db, db_ref};
 use crate::rows::micros;
 
+#[derive(sqlx::FromRow)]
+struct SettingsRow {
+    allow_end_user_credentials: bool,
+    require_allowed_hosts: bool,
+    workspace_keys_use_unbound_secrets: bool,
+}
+
+impl From<SettingsRow> for TenantSettings {
+    fn from(r: SettingsRow) -> Self {
+        Self {
+            allow_end_user_credentials: r.allow_end_user_credentials,
+            require_allowed_hosts: r.require_allowed_hosts,
+            workspace_keys_use_unbound_secrets: r.workspace_keys_use_unbound_secrets,
+        }
+    }
+}
+
+const COLUMNS: &str =
+    "allow_end_user_credentials, require_allowed_hosts, workspace_keys_use_unbound_secrets";
+
 #[tracing::instrument(skip_all, fields(tenant = %tenant))]
 pub(crate) async fn get(pool: &SqlitePool, tenant: &TenantId) -> StoreResult<TenantSettings> {
-    let allow: Option<bool> = sqlx::query_scalar(
-        "SELECT allow_end_user_credentials FROM tenant_settings WHERE tenant_id = ?",
-    )
+    let row: Option<SettingsRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM tenant_settings WHERE tenant_id = ?"
+    ))
     .bind(tenant.as_str())
     .fetch_optional(pool)
     .await
     .map_err(db)?;
-    Ok(
-        allow.map_or_else(TenantSettings::default, |allow| TenantSettings {
-            allow_end_user_credentials: allow,
-        }),
-    )
+    Ok(row.map_or_else(TenantSettings::default, TenantSettings::from))
 }
 
 /// One upsert: a first update starts from the defaults.
@@ -32,31 +48,32 @@ pub(crate) async fn update(
     patch: &SettingsPatch,
     at: OffsetDateTime,
 ) -> StoreResult<TenantSettings> {
-    let default = TenantSettings::default();
-    let allow: bool = sqlx::query_scalar(
+    let d = TenantSettings::default();
+    let row: SettingsRow = sqlx::query_as(&format!(
         "INSERT INTO tenant_settings \
-         (tenant_id, allow_end_user_credentials, secrets_epoch, updated_at) \
-         VALUES (?1, ?2, 1, ?4) \
+         (tenant_id, allow_end_user_credentials, require_allowed_hosts, \
+          workspace_keys_use_unbound_secrets, secrets_epoch, updated_at) \
+         VALUES (?1, COALESCE(?2, ?3), COALESCE(?4, ?5), COALESCE(?6, ?7), 1, ?8) \
          ON CONFLICT (tenant_id) DO UPDATE SET \
-         allow_end_user_credentials = COALESCE(?3, allow_end_user_credentials), \
+         allow_end_user_credentials = COALESCE(?2, allow_end_user_credentials), \
+         require_allowed_hosts = COALESCE(?4, require_allowed_hosts), \
+         workspace_keys_use_unbound_secrets = COALESCE(?6, workspace_keys_use_unbound_secrets), \
          secrets_epoch = secrets_epoch + 1, \
          updated_at = excluded.updated_at \
-         RETURNING allow_end_user_credentials",
-    )
+         RETURNING {COLUMNS}"
+    ))
     .bind(tenant.as_str())
-    .bind(
-        patch
-            .allow_end_user_credentials
-            .unwrap_or(default.allow_end_user_credentials),
-    )
     .bind(patch.allow_end_user_credentials)
+    .bind(d.allow_end_user_credentials)
+    .bind(patch.require_allowed_hosts)
+    .bind(d.require_allowed_hosts)
+    .bind(patch.workspace_keys_use_unbound_secrets)
+    .bind(d.workspace_keys_use_unbound_secrets)
     .bind(micros(at)?)
     .fetch_one(pool)
     .await
     .map_err(|e| db_ref(e, "tenant_id"))?;
-    Ok(TenantSettings {
-        allow_end_user_credentials: allow,
-    })
+    Ok(row.into())
 }
 
 /// A primary-key lookup: it runs on every proxied request.

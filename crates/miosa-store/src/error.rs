@@ -12,6 +12,9 @@ pub enum StoreError {
     /// A referenced row does not exist (in this tenant).
     #[error("the referenced {field} does not exist")]
     MissingReference { field: &'static str },
+    /// A tenant setting forbids the write (checked inside its transaction).
+    #[error("the tenant setting {setting} forbids this")]
+    SettingForbids { setting: &'static str },
     /// Schema migration failed at start.
     #[error("database migration failed: {0}")]
     Migration(String),

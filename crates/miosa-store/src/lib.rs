@@ -80,12 +80,26 @@ pub struct SecretFilter {
     /// but also matches across scopes when given alone.
     pub scope_key: Option<String>,
     pub name: Option<String>,
+    /// Only secrets belonging to this workspace (what a workspace key sees).
+    pub workspace_id: Option<WorkspaceId>,
+}
+
+/// What identifies a secret besides its ID: upserts go by it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretKey {
+    pub scope: SecretScope,
+    pub scope_key: Option<String>,
+    /// `None`: unbound.
+    pub workspace_id: Option<WorkspaceId>,
+    pub name: String,
 }
 
 /// Changes to a tenant's settings; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SettingsPatch {
     pub allow_end_user_credentials: Option<bool>,
+    pub require_allowed_hosts: Option<bool>,
+    pub workspace_keys_use_unbound_secrets: Option<bool>,
 }
 
 /// Filters for listing audit rows; all given filters must match (AND).
@@ -212,7 +226,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<Sandbox>>;
     /// Moves a sandbox to `to` if its current status is one of `from`
     /// (compare-and-set); returns whether it changed. Moving to `destroyed`
-    /// also sets `destroyed_at = at`.
+    /// also sets `destroyed_at = at` and, in the same transaction, deletes
+    /// the sandbox-scoped secrets bound to it (bumping the secrets epoch
+    /// if there were any).
     async fn transition_sandbox(
         &self,
         tenant: &TenantId,
@@ -240,20 +256,37 @@ pub trait Store: Send + Sync + 'static {
 
     // --- secrets ----------------------------------------------------------
 
-    /// Creates the secret (tenant, scope, scope key, name) with version 1,
-    /// or adds the next version to the existing one, updating its
-    /// `expose_as_env` and `allowed_hosts` (its `enabled` flag is kept).
-    /// Returns the metadata after the write.
-    /// `Conflict { entity: "secret", field: "expose_as_env" }` when another
-    /// secret with the same scope and key already exposes that variable.
-    /// `MissingReference { field: "sandbox_id" | "workspace_id" }` when a
-    /// `sandbox` or `workspace` scope key is not the tenant's (a destroyed
-    /// sandbox counts as missing); `{ field: "tenant_id" }` for an unknown
-    /// tenant. A scope key of "" is stored as none: neither ever matches a
-    /// sandbox's label. Bumps the secrets epoch in the same transaction; a
-    /// refused put writes nothing.
+    /// Writes a secret's next version, or creates it: `new.version == 1`
+    /// creates the secret (tenant, scope, scope key, workspace, name) with
+    /// ID `new.id`; `new.version == n > 1` adds version n to the existing
+    /// secret `new.id` whose current version is n − 1, replacing its
+    /// `expose_as_env`, `allowed_hosts` and `substitute_in` (its `enabled`
+    /// flag is kept). Returns the metadata after the write.
+    ///
+    /// Everything is checked inside the write transaction, which also bumps
+    /// the secrets epoch; a refused put writes nothing:
+    /// - `Conflict { entity: "secret", field: "version" }` when the secret
+    ///   is not in the state `new.version` expects (a concurrent write got
+    ///   there first: read it again, seal again, retry);
+    /// - `Conflict { entity: "secret", field: "expose_as_env" }` when
+    ///   another secret with the same scope, key and workspace exposes that
+    ///   variable;
+    /// - `SettingForbids { setting: "allow_end_user_credentials" }` for an
+    ///   `external_user` secret while the tenant disallows them, and
+    ///   `{ setting: "require_allowed_hosts" }` for empty `allowed_hosts`
+    ///   while the tenant requires them;
+    /// - `MissingReference { field: "sandbox_id" | "workspace_id" }` when a
+    ///   `sandbox` or `workspace` scope key, or the workspace binding, is
+    ///   not the tenant's (a destroyed sandbox counts as missing);
+    ///   `{ field: "tenant_id" }` for an unknown tenant.
+    ///
+    /// A scope key of "" is stored as none: neither ever matches a
+    /// sandbox's label.
     async fn put_secret(&self, new: &NewSecretVersion) -> StoreResult<Secret>;
     async fn get_secret(&self, tenant: &TenantId, id: &SecretId) -> StoreResult<Option<Secret>>;
+    /// The secret a write with this scope, key, workspace and name would
+    /// add a version to, if it exists.
+    async fn find_secret(&self, tenant: &TenantId, key: &SecretKey) -> StoreResult<Option<Secret>>;
     /// Newest first (by ID).
     async fn list_secrets(
         &self,
@@ -297,9 +330,15 @@ pub trait Store: Send + Sync + 'static {
         kek_id: &str,
         limit: u32,
     ) -> StoreResult<Vec<SealedVersion>>;
-    /// Replaces `kek_id` and `wrapped_key` of each given version (nonce and
-    /// ciphertext are unchanged by a re-wrap), in one transaction.
+    /// Replaces the sealed value of each given version (a re-wrap changes
+    /// `kek_id` and `wrapped_key`, a re-seal everything), in one
+    /// transaction. A version deleted meanwhile is skipped.
     async fn rewrap_versions(&self, rows: &[SealedVersion]) -> StoreResult<()>;
+    /// Up to `limit` secrets (any tenant) whose latest version is still
+    /// sealed for the tenant alone (`AadVersion::Tenant`), each with that
+    /// version, for re-sealing bound to the secret.
+    async fn legacy_sealed_versions(&self, limit: u32)
+        -> StoreResult<Vec<(Secret, SealedVersion)>>;
     /// The distinct `kek_id`s of all stored versions.
     async fn kek_ids_in_use(&self) -> StoreResult<Vec<String>>;
 

@@ -9,7 +9,7 @@
 
 use std::{collections::HashSet, path::PathBuf};
 
-use miosa_core::{SealedVersion, SecretId};
+use miosa_core::{AadVersion, SealedVersion, SecretId};
 use miosa_store::Store;
 
 use crate::{
@@ -39,6 +39,9 @@ pub struct RotateReport {
     pub new_kek_id: String,
     /// Versions re-wrapped by this run.
     pub rewrapped: u64,
+    /// Latest versions re-sealed from the legacy associated data (the
+    /// tenant alone) to the secret's full context by this run.
+    pub resealed: u64,
     /// True if this run finished one that was interrupted.
     pub resumed: bool,
     /// The key file now holding the new key (file-backed rings only).
@@ -76,11 +79,14 @@ pub(crate) async fn rotate(
             if !created {
                 tracing::info!(kek_id = next.id(), "resuming an interrupted rotation");
             }
+            // Sealing now uses `master-key.next`.
+            let resealed = reseal_legacy(store, ring, batch).await?;
             let mut rewrapped = rewrap_all(store, ring, &next, batch, max_batches).await?;
             if max_batches.is_some() {
                 return Ok(RotateReport {
                     new_kek_id: next.id().to_owned(),
                     rewrapped,
+                    resealed,
                     resumed: !created,
                     key_file: None,
                 });
@@ -92,6 +98,7 @@ pub(crate) async fn rotate(
             Ok(RotateReport {
                 new_kek_id: next.id().to_owned(),
                 rewrapped,
+                resealed,
                 resumed: !created,
                 key_file: Some(key_file),
             })
@@ -105,10 +112,13 @@ pub(crate) async fn rotate(
                 ));
             }
             let new = ring.add(new);
+            // Re-sealed under the current key, then re-wrapped with the rest.
+            let resealed = reseal_legacy(store, ring, batch).await?;
             let rewrapped = rewrap_all(store, ring, &new, batch, max_batches).await?;
             Ok(RotateReport {
                 new_kek_id: new.id().to_owned(),
                 rewrapped,
+                resealed,
                 resumed: false,
                 key_file: None,
             })
@@ -123,6 +133,41 @@ pub(crate) async fn rotate(
              rotation generates the new key itself"
                 .into(),
         )),
+    }
+}
+
+/// Re-seals every secret's latest version still sealed for its tenant
+/// alone (stored before values were bound to their secret) for the secret's
+/// full context, under the ring's sealing key; returns how many. Older
+/// versions are never opened again and keep their legacy sealing.
+async fn reseal_legacy(store: &dyn Store, ring: &KeyRing, batch_size: u32) -> VaultResult<u64> {
+    let mut done: HashSet<(SecretId, u32)> = HashSet::new();
+    loop {
+        let batch = store.legacy_sealed_versions(batch_size).await?;
+        if batch.is_empty() {
+            return Ok(done.len() as u64);
+        }
+        let mut rows = Vec::with_capacity(batch.len());
+        for (secret, v) in batch {
+            if !done.insert((v.secret_id.clone(), v.version)) {
+                return Err(VaultError::Rotation(format!(
+                    "version {} of {} is still sealed the legacy way after being re-sealed",
+                    v.version, v.secret_id
+                )));
+            }
+            let old_aad = secret.associated_data(v.version, AadVersion::Tenant);
+            let plain = ring.open(&v.sealed, &old_aad)?;
+            let new_aad = secret.associated_data(v.version, AadVersion::Bound);
+            rows.push(SealedVersion {
+                sealed: ring.seal(plain.expose(), &new_aad)?,
+                ..v
+            });
+        }
+        store.rewrap_versions(&rows).await?;
+        tracing::info!(
+            resealed = done.len(),
+            "re-sealed legacy secret values bound to their secrets"
+        );
     }
 }
 

@@ -2,14 +2,15 @@
 //! the master key encrypts ("wraps") the data key.
 //!
 //! Both layers are AES-256-GCM with random 96-bit nonces. The value's AAD is
-//! the caller's context (the tenant ID), so a sealed value copied to another
-//! tenant's row does not open; the wrapped key's AAD is the master key's ID.
+//! the caller's context (a secret's ID, version, scope and where it may go;
+//! the tenant ID for values stored before that), so a sealed value copied
+//! to another row does not open; the wrapped key's AAD is the master key's ID.
 
 use aes_gcm::{
     aead::{Aead, AeadInPlace, KeyInit, Payload},
     Aes256Gcm, Key, Nonce,
 };
-use miosa_core::SealedValue;
+use miosa_core::{AadVersion, SealedValue};
 use zeroize::Zeroizing;
 
 use crate::{
@@ -100,7 +101,8 @@ pub(crate) fn unwrap_key(kek: &MasterKey, sealed: &SealedValue) -> VaultResult<D
 }
 
 /// Seals `plaintext` for the context `aad` under a fresh data key wrapped by
-/// `kek`.
+/// `kek`. New values are always sealed for a secret's full context
+/// (`Secret::seal_context`), so the result says [`AadVersion::Bound`].
 pub(crate) fn seal(kek: &MasterKey, plaintext: &[u8], aad: &[u8]) -> VaultResult<SealedValue> {
     let mut data_key: DataKey = Zeroizing::new([0u8; KEY_LEN]);
     fill_random(data_key.as_mut_slice())?;
@@ -110,6 +112,7 @@ pub(crate) fn seal(kek: &MasterKey, plaintext: &[u8], aad: &[u8]) -> VaultResult
         wrapped_key: wrap(kek, &data_key)?,
         nonce: nonce.to_vec(),
         ciphertext,
+        aad: AadVersion::Bound,
     })
 }
 
@@ -137,5 +140,6 @@ pub(crate) fn rewrap(
         wrapped_key: wrap(to, &data_key)?,
         nonce: sealed.nonce.clone(),
         ciphertext: sealed.ciphertext.clone(),
+        aad: sealed.aad,
     })
 }

@@ -10,7 +10,9 @@ use std::{
     sync::{Arc, Barrier},
 };
 
-use miosa_core::{time_util::now, NewSecretVersion, SealedValue, SecretId, SecretScope, TenantId};
+use miosa_core::{
+    time_util::now, NewSecretVersion, SealedValue, SecretId, SecretScope, SubstituteIn, TenantId,
+};
 use miosa_store::Store;
 use miosa_store_postgres::PostgresStore;
 use miosa_store_sqlite::SqliteStore;
@@ -430,8 +432,11 @@ impl Fixture {
                         name: format!("secret-{s}"),
                         scope: SecretScope::Tenant,
                         scope_key: None,
+                        workspace_id: None,
                         expose_as_env: format!("SECRET_{s}"),
                         allowed_hosts: Vec::new(),
+                        substitute_in: SubstituteIn::HEADERS,
+                        version: v,
                         sealed: ring.seal(&value, tenant.id.as_str().as_bytes()).unwrap(),
                         at: now(),
                     };

@@ -176,7 +176,7 @@ pub async fn run(cmd: SandboxCommand) -> anyhow::Result<i32> {
 }
 
 /// Leaves unset flags out of a request body, so the server's defaults apply.
-fn drop_nulls(body: &mut Value) {
+pub(crate) fn drop_nulls(body: &mut Value) {
     if let Value::Object(m) = body {
         m.retain(|_, v| !v.is_null());
     }

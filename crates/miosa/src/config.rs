@@ -47,6 +47,8 @@ pub struct Config {
     pub egress_resolve: Vec<(String, SocketAddr)>,
     /// Extra PEM roots the egress proxy trusts for upstream TLS.
     pub egress_upstream_ca: Option<PathBuf>,
+    /// Ports a raw (non-TLS) CONNECT tunnel may reach.
+    pub egress_allowed_ports: Vec<u16>,
 }
 
 /// What `miosa.toml` may contain. Unknown keys are errors (typos).
@@ -68,6 +70,7 @@ struct FileConfig {
     egress: Option<bool>,
     egress_resolve: Option<String>,
     egress_upstream_ca: Option<String>,
+    egress_allowed_ports: Option<String>,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -156,6 +159,10 @@ const EGRESS_RESOLVE: Key = Key {
 const EGRESS_UPSTREAM_CA: Key = Key {
     file: "egress_upstream_ca",
     env: "MIOSA_EGRESS_UPSTREAM_CA",
+};
+const EGRESS_ALLOWED_PORTS: Key = Key {
+    file: "egress_allowed_ports",
+    env: "MIOSA_EGRESS_ALLOWED_PORTS",
 };
 
 impl Config {
@@ -324,6 +331,12 @@ impl Config {
                 Some(p)
             }
         };
+        let egress_allowed_ports = match pick(&EGRESS_ALLOWED_PORTS, file.egress_allowed_ports) {
+            None => miosa_egress::config::DEFAULT_RAW_TUNNEL_PORTS.to_vec(),
+            Some((v, origin)) => {
+                parse_ports(&v).map_err(|reason| invalid(&EGRESS_ALLOWED_PORTS, origin, reason))?
+            }
+        };
         let runc = pick(&RUNC, file.runc)
             .map(|(v, _)| PathBuf::from(v))
             .unwrap_or_else(|| PathBuf::from("runc"));
@@ -376,8 +389,25 @@ impl Config {
             egress,
             egress_resolve,
             egress_upstream_ca,
+            egress_allowed_ports,
         })
     }
+}
+
+/// Parses `443,80`: port numbers 1 to 65535; an empty list allows none.
+fn parse_ports(v: &str) -> Result<Vec<u16>, String> {
+    let mut out = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let port: u16 = item
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("`{item}` is not a port number (1 to 65535)"))?;
+        if !out.contains(&port) {
+            out.push(port);
+        }
+    }
+    Ok(out)
 }
 
 /// Parses `host=ip:port,host2=ip:port`.
@@ -471,6 +501,11 @@ egress = true
 # system roots.                                         env: MIOSA_EGRESS_UPSTREAM_CA
 # egress_upstream_ca = "/etc/miosa/upstream-ca.pem"
 
+# Ports a CONNECT tunnel whose client does not start TLS may reach (raw
+# bytes both ways), so sandboxes cannot, say, send mail from this host's
+# address. Intercepted HTTPS may go to any port.  env: MIOSA_EGRESS_ALLOWED_PORTS
+egress_allowed_ports = "443,80"
+
 # Log filter (tracing EnvFilter syntax) and format (`pretty` or `json`).
 #                                                 env: MIOSA_LOG, MIOSA_LOG_FORMAT
 log = "info"
@@ -505,6 +540,21 @@ mod tests {
         assert!(c.database_url.expose().ends_with("miosa-data/miosa.db"));
         assert!(c.root_key.is_none());
         assert_eq!(c.log_format, LogFormat::Pretty);
+        assert_eq!(c.egress_allowed_ports, [443, 80]);
+    }
+
+    #[test]
+    fn egress_ports() {
+        let c = load(None, &[("MIOSA_EGRESS_ALLOWED_PORTS", "443, 8443,443")]).unwrap();
+        assert_eq!(c.egress_allowed_ports, [443, 8443]);
+        let c = load(Some("egress_allowed_ports = \"\""), &[]).unwrap();
+        assert!(c.egress_allowed_ports.is_empty());
+        for bad in ["0", "65536", "smtp", "25;80"] {
+            let e = load(None, &[("MIOSA_EGRESS_ALLOWED_PORTS", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("egress_allowed_ports"), "{bad}: {e}");
+        }
     }
 
     #[test]

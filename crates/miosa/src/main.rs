@@ -42,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         command: Box<miosa::secrets_cli::SecretsCommand>,
     },
+    /// The tenant's settings on a running server (MIOSA_API_URL, MIOSA_API_KEY).
+    Settings {
+        #[command(subcommand)]
+        command: miosa::secrets_cli::SettingsCommand,
+    },
     /// The audit log of a running server (MIOSA_API_URL, MIOSA_API_KEY).
     Audit {
         #[command(subcommand)]
@@ -139,6 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Secrets { command } => miosa::secrets_cli::run_secrets(*command).await,
+        Command::Settings { command } => miosa::secrets_cli::run_settings(command).await,
         Command::Audit { command } => miosa::secrets_cli::run_audit(command).await,
         Command::Openapi => {
             print!("{}", miosa_api::openapi::document_json());

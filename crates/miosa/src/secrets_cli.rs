@@ -1,5 +1,6 @@
-//! `miosa secrets …` and `miosa audit …`: client commands against a running
-//! server (`MIOSA_API_URL`, `MIOSA_API_KEY`, an admin key).
+//! `miosa secrets …`, `miosa settings …` and `miosa audit …`: client
+//! commands against a running server (`MIOSA_API_URL`, `MIOSA_API_KEY`; an
+//! admin key, or a workspace key for its workspace's secrets).
 //!
 //! A secret's value is read from standard input or a file, never from an
 //! argument: arguments are visible to every user of the host in `ps`.
@@ -28,11 +29,28 @@ pub struct ScopeArgs {
     external_user_id: Option<String>,
     #[arg(long)]
     external_workspace_id: Option<String>,
+    /// The workspace of scope `workspace`; with an end-user scope, the
+    /// workspace the secret is bound to.
     #[arg(long)]
     workspace_id: Option<String>,
 }
 
 impl ScopeArgs {
+    /// The scope named, or implied by the one scope-key flag given (with
+    /// `--workspace-id` beside an end-user key, that key's scope).
+    fn scope_name(&self) -> anyhow::Result<String> {
+        if let Some(s) = &self.scope {
+            return Ok(s.clone());
+        }
+        let keys = self.keys();
+        let others: Vec<_> = keys.iter().filter(|(s, ..)| *s != "workspace").collect();
+        match (keys.as_slice(), others.as_slice()) {
+            ([(s, _, _)], _) | (_, [(s, _, _)]) => Ok((*s).to_owned()),
+            ([], _) => bail!("give --scope (e.g. --scope tenant) or one scope-key flag"),
+            _ => bail!("give at most one scope-key flag"),
+        }
+    }
+
     fn keys(&self) -> Vec<(&'static str, &'static str, &String)> {
         [
             ("sandbox", "sandbox_id", &self.sandbox_id),
@@ -63,9 +81,15 @@ pub enum SecretsCommand {
         /// The variable that holds the placeholder in sandboxes.
         #[arg(long)]
         expose_as_env: String,
-        /// A host the value may go to (`api.openai.com`, `*.github.com`); repeatable.
+        /// A host the value may go to (`api.openai.com`, `*.github.com`,
+        /// `api.example.com:8443`); repeatable.
         #[arg(long = "allowed-host", value_name = "HOST")]
         allowed_hosts: Vec<String>,
+        /// Where the value may be substituted: `headers` (the default),
+        /// `query`, `body`; repeatable. `query` and `body` trust the allowed
+        /// hosts with the value.
+        #[arg(long = "substitute-in", value_name = "WHERE")]
+        substitute_in: Vec<String>,
         /// Read the value from this file instead of standard input.
         #[arg(long)]
         value_file: Option<std::path::PathBuf>,
@@ -87,6 +111,73 @@ pub enum SecretsCommand {
     Enable { id: String },
     /// Delete a secret and all its versions.
     Rm { id: String },
+}
+
+/// Tenant settings commands (admin key).
+#[derive(Subcommand)]
+pub enum SettingsCommand {
+    /// Show the tenant's settings.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change settings; flags left out stay as they are.
+    Set {
+        /// Allow `external_user` secrets.
+        #[arg(long)]
+        allow_end_user_credentials: Option<bool>,
+        /// Refuse secrets without `allowed_hosts`.
+        #[arg(long)]
+        require_allowed_hosts: Option<bool>,
+        /// Let sandboxes created by workspace keys use unbound end-user secrets.
+        #[arg(long)]
+        workspace_keys_use_unbound_secrets: Option<bool>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run_settings(cmd: SettingsCommand) -> anyhow::Result<()> {
+    let c = client()?;
+    let (s, json) = match cmd {
+        SettingsCommand::Show { json } => (c.settings().await?, json),
+        SettingsCommand::Set {
+            allow_end_user_credentials,
+            require_allowed_hosts,
+            workspace_keys_use_unbound_secrets,
+            json,
+        } => {
+            let mut body = json!({
+                "allow_end_user_credentials": allow_end_user_credentials,
+                "require_allowed_hosts": require_allowed_hosts,
+                "workspace_keys_use_unbound_secrets": workspace_keys_use_unbound_secrets,
+            });
+            crate::client_cli::drop_nulls(&mut body);
+            (c.update_settings(&body).await?, json)
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print_rows(
+            &["SETTING", "VALUE"],
+            vec![
+                vec![
+                    "allow_end_user_credentials".into(),
+                    s.allow_end_user_credentials.to_string(),
+                ],
+                vec![
+                    "require_allowed_hosts".into(),
+                    s.require_allowed_hosts.to_string(),
+                ],
+                vec![
+                    "workspace_keys_use_unbound_secrets".into(),
+                    s.workspace_keys_use_unbound_secrets.to_string(),
+                ],
+            ],
+        );
+    }
+    Ok(())
 }
 
 /// Audit commands.
@@ -153,16 +244,12 @@ pub async fn run_secrets(cmd: SecretsCommand) -> anyhow::Result<()> {
             scope,
             expose_as_env,
             allowed_hosts,
+            substitute_in,
             value_file,
             json,
         } => {
             let keys = scope.keys();
-            let scope_name = match (&scope.scope, keys.as_slice()) {
-                (Some(s), _) => s.clone(),
-                (None, [(s, _, _)]) => (*s).to_owned(),
-                (None, []) => bail!("give --scope (e.g. --scope tenant) or one scope-key flag"),
-                (None, _) => bail!("give at most one scope-key flag"),
-            };
+            let scope_name = scope.scope_name()?;
             let mut body = Map::new();
             body.insert("name".into(), json!(name));
             body.insert("scope".into(), json!(scope_name));
@@ -170,11 +257,17 @@ pub async fn run_secrets(cmd: SecretsCommand) -> anyhow::Result<()> {
             if !allowed_hosts.is_empty() {
                 body.insert("allowed_hosts".into(), json!(allowed_hosts));
             }
+            if !substitute_in.is_empty() {
+                body.insert("substitute_in".into(), json!(substitute_in));
+            }
             for (_, field, v) in keys {
                 body.insert(field.into(), json!(v));
             }
             body.insert("value".into(), json!(read_value(value_file.as_deref())?));
             let s = c.set_secret(&Value::Object(body)).await?;
+            for w in &s.warnings {
+                eprintln!("warning: {w}");
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
@@ -232,6 +325,7 @@ fn print_secrets(rows: &[Secret]) {
                 s.name.clone(),
                 s.scope.clone(),
                 s.scope_key().unwrap_or("-").to_owned(),
+                s.workspace_id.clone().unwrap_or_else(|| "-".to_owned()),
                 s.expose_as_env.clone(),
                 format!("v{}", s.version),
                 if s.enabled { "yes" } else { "no" }.to_owned(),
@@ -240,12 +334,22 @@ fn print_secrets(rows: &[Secret]) {
                 } else {
                     s.allowed_hosts.join(",")
                 },
+                s.substitute_in.join(","),
             ]
         })
         .collect();
     print_rows(
         &[
-            "ID", "NAME", "SCOPE", "KEY", "ENV", "VERSION", "ENABLED", "HOSTS",
+            "ID",
+            "NAME",
+            "SCOPE",
+            "KEY",
+            "WORKSPACE",
+            "ENV",
+            "VERSION",
+            "ENABLED",
+            "HOSTS",
+            "SUBSTITUTE_IN",
         ],
         cells,
     );

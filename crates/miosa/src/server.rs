@@ -123,6 +123,7 @@ async fn start_sandboxes(
         let egress_config = miosa_egress::EgressConfig {
             resolve: config.egress_resolve.clone(),
             upstream_extra_ca: config.egress_upstream_ca.clone(),
+            raw_tunnel_ports: config.egress_allowed_ports.clone(),
             ..miosa_egress::EgressConfig::default()
         };
         let proxy = miosa_egress::EgressProxy::new(

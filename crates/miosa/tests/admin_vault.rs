@@ -16,7 +16,7 @@ use common::{Backend, TestEnv, TestServer};
 use miosa_core::{
     audit::{action, AuditRequest},
     time_util::now,
-    NewSecretVersion, SecretId, SecretScope, TenantId,
+    AadVersion, NewSecretVersion, SealedValue, SecretId, SecretScope, SubstituteIn, TenantId,
 };
 use miosa_store::Store;
 use miosa_store_conformance::fixtures;
@@ -66,7 +66,14 @@ async fn assert_all_open(
     assert_eq!(all.len(), written.len());
     for v in &all {
         let (tenant, value) = &written[&(v.secret_id.to_string(), v.version)];
-        let plain = ring.open(&v.sealed, tenant.as_bytes()).unwrap();
+        let tenant = TenantId::parse(tenant).unwrap();
+        let secret = store
+            .get_secret(&tenant, &v.secret_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let aad = secret.associated_data(v.version, v.sealed.aad);
+        let plain = ring.open(&v.sealed, &aad).unwrap();
         assert_eq!(plain.expose_str(), Some(value.as_str()));
     }
     all.len()
@@ -193,7 +200,9 @@ async fn rotate_master_key_rewraps_what_the_server_stored() {
         .unwrap();
 }
 
-/// Secrets sealed by `ring` straight into the store, for `n` tenants.
+/// Secrets sealed by `ring` straight into the store, for `n` tenants, the
+/// way values were sealed before they were bound to their secret (for the
+/// tenant alone): a rotation re-seals them.
 async fn write_secrets(
     store: &dyn Store,
     ring: &KeyRing,
@@ -211,9 +220,15 @@ async fn write_secrets(
                 name: "key".into(),
                 scope: SecretScope::Tenant,
                 scope_key: None,
+                workspace_id: None,
                 expose_as_env: "API_KEY".into(),
                 allowed_hosts: Vec::new(),
-                sealed: ring.seal(value.as_bytes(), aad).unwrap(),
+                substitute_in: SubstituteIn::HEADERS,
+                version: 1,
+                sealed: SealedValue {
+                    aad: AadVersion::Tenant,
+                    ..ring.seal(value.as_bytes(), aad).unwrap()
+                },
                 at: now(),
             })
             .await

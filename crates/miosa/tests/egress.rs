@@ -42,6 +42,19 @@ async fn audit(c: &Client, query: &str) -> Vec<AuditEvent> {
     c.list_audit(query).await.unwrap().data
 }
 
+/// The rows of `query` once there are at least `n`: a proxied request's row
+/// is written after its response has gone out, so it may trail the caller.
+async fn audit_at_least(c: &Client, query: &str, n: usize) -> Vec<AuditEvent> {
+    for _ in 0..100 {
+        let rows = audit(c, query).await;
+        if rows.len() >= n {
+            return rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    audit(c, query).await
+}
+
 async fn clinic_story(backend: Backend) {
     let updir = tempfile::tempdir().unwrap();
     let up = Upstream::start(
@@ -205,12 +218,14 @@ async fn clinic_story(backend: Backend) {
 
     // Her audit feed: her calls, the 401s too, with the secret that
     // resolved and never a value.
-    let mine = audit(
+    // Four calls to api.openai.com, one to the EHR host, two refusals.
+    let mine = audit_at_least(
         c,
         &format!(
             "since=7d&external_user_id={}&action=egress.request",
             miosa_client::encode(DR_SMITH)
         ),
+        7,
     )
     .await;
     responses.push(serde_json::to_string(&mine).unwrap());

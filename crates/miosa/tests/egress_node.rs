@@ -80,8 +80,8 @@ async fn node_fetch_and_https_go_through_the_egress_proxy() {
         Some(format!("Bearer {OPENAI_KEY}").as_str())
     );
 
-    // A JSON body holding the placeholder is substituted too, and the
-    // response body streams back (`.json()`).
+    // A JSON body holding the placeholder stays as it is by default (the
+    // value goes in headers only); the response body streams back.
     let post = "const key=process.env.OPENAI_API_KEY;\
         fetch('https://api.openai.com/v1/chat/completions',{method:'POST',\
           headers:{Authorization:'Bearer '+key,'Content-Type':'application/json'},\
@@ -93,6 +93,19 @@ async fn node_fetch_and_https_go_through_the_egress_proxy() {
         (seen.method.as_str(), seen.path_and_query.as_str()),
         ("POST", "/v1/chat/completions")
     );
+    assert_eq!(
+        String::from_utf8(seen.body).unwrap(),
+        format!(r#"{{"model":"gpt-test","note":"key={placeholder}"}}"#)
+    );
+    // A secret that opts in to the body has it substituted there too.
+    c.set_secret(&json!({
+        "name": "openai", "value": OPENAI_KEY, "scope": "tenant",
+        "expose_as_env": "OPENAI_API_KEY", "substitute_in": ["headers", "body"]
+    }))
+    .await
+    .unwrap();
+    assert_eq!(node(c, id, post).await, "200 gpt-test");
+    let seen = up.seen().last().cloned().unwrap();
     assert_eq!(
         String::from_utf8(seen.body).unwrap(),
         format!(r#"{{"model":"gpt-test","note":"key={OPENAI_KEY}"}}"#)
@@ -119,27 +132,39 @@ async fn node_fetch_and_https_go_through_the_egress_proxy() {
           let bytes=0;for await(const c of r.body)bytes+=c.length;console.log(r.status,bytes);s.close()})";
     assert_eq!(node(c, id, local).await, "200 4194304");
 
-    // A caller's NODE_OPTIONS replaces ours and works; naming the preload
-    // in it keeps fetch working.
-    let title = "console.log(process.title)";
-    let own = json!({"NODE_OPTIONS": "--title=miosa-node-test"});
-    let r = node_with(c, id, title, own).await;
-    assert_eq!(
-        (r.exit_code, r.stdout.trim()),
-        (Some(0), "miosa-node-test"),
-        "{}",
-        r.stderr
-    );
-    // Without the preload, Node would not use the proxy: fetch fails.
-    let bare = "fetch('https://api.openai.com/v1/models').then(r=>console.log(r.status),()=>console.log('failed'))";
-    let r = node_with(c, id, bare, json!({"NODE_OPTIONS": ""})).await;
-    assert_eq!(r.stdout.trim(), "failed", "{}", r.stderr);
-    eprintln!("fetch without the preload failed in {} ms", r.duration_ms);
-    let both = json!({"NODE_OPTIONS": format!("--require {PRELOAD} --title=miosa-node-test")});
+    // A caller's NODE_OPTIONS is added to ours, so fetch keeps going
+    // through the proxy; naming the preload itself does not load it twice,
+    // and an empty value changes nothing.
+    let title = "console.log(process.title, process.env.NODE_OPTIONS)";
     let script = format!("{get};{title}");
-    let r = node_with(c, id, &script, both).await;
-    assert_eq!(r.exit_code, Some(0), "{}", r.stderr);
+    for (own, want) in [
+        (
+            "--title=miosa-node-test".to_owned(),
+            format!("miosa-node-test --require {PRELOAD} --title=miosa-node-test"),
+        ),
+        (
+            format!("--require {PRELOAD} --title=miosa-node-test"),
+            format!("miosa-node-test --require {PRELOAD} --title=miosa-node-test"),
+        ),
+    ] {
+        let r = node_with(c, id, &script, json!({ "NODE_OPTIONS": own })).await;
+        assert_eq!(r.exit_code, Some(0), "{}", r.stderr);
+        let mut lines: Vec<&str> = r.stdout.lines().collect();
+        lines.sort_unstable();
+        assert_eq!(lines, ["200", want.as_str()]);
+    }
+    let r = node_with(c, id, get, json!({"NODE_OPTIONS": ""})).await;
+    assert_eq!(r.stdout.trim(), "200", "{}", r.stderr);
+
+    // The same at create: the sandbox's own NODE_OPTIONS keeps the preload.
+    let own = c
+        .create_sandbox(&json!({"env": {"NODE_OPTIONS": "--title=miosa-created"}}))
+        .await
+        .unwrap();
+    let r = node_with(c, own.id.as_str(), &script, json!({})).await;
     let mut lines: Vec<&str> = r.stdout.lines().collect();
     lines.sort_unstable();
-    assert_eq!(lines, ["200", "miosa-node-test"]);
+    let want = format!("miosa-created --require {PRELOAD} --title=miosa-created");
+    assert_eq!(lines, ["200", want.as_str()], "{}", r.stderr);
+    c.delete_sandbox(own.id.as_str()).await.unwrap();
 }

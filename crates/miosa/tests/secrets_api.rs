@@ -208,9 +208,30 @@ async fn bad_input_names_the_field_and_writes_nothing(backend: Backend) {
         (
             "a second key",
             secret_body(
-                json!({"scope": "external_user", "external_user_id": "u1", "workspace_id": ws.id}),
+                json!({"scope": "external_user", "external_user_id": "u1", "owner_user_id": "u2"}),
                 &[],
             ),
+            "owner_user_id",
+        ),
+        (
+            "a binding that is no workspace ID",
+            secret_body(
+                json!({"scope": "external_user", "external_user_id": "u1", "workspace_id": made_up_sbx}),
+                &[],
+            ),
+            "workspace_id",
+        ),
+        (
+            "a binding to another tenant's workspace",
+            secret_body(
+                json!({"scope": "external_user", "external_user_id": "u1", "workspace_id": their_ws.id}),
+                &[],
+            ),
+            "workspace_id",
+        ),
+        (
+            "a binding for a tenant-wide secret",
+            secret_body(json!({"scope": "tenant", "workspace_id": ws.id}), &[]),
             "workspace_id",
         ),
         (
@@ -350,6 +371,31 @@ async fn bad_input_names_the_field_and_writes_nothing(backend: Backend) {
             "hosts not a list",
             secret_body(json!({"allowed_hosts": "api.openai.com"}), &[]),
             "allowed_hosts",
+        ),
+        (
+            "a port of 0",
+            secret_body(json!({"allowed_hosts": ["api.openai.com:0"]}), &[]),
+            "allowed_hosts[0]",
+        ),
+        (
+            "a port out of range",
+            secret_body(json!({"allowed_hosts": ["api.openai.com:70000"]}), &[]),
+            "allowed_hosts[0]",
+        ),
+        (
+            "no substitution location",
+            secret_body(json!({"substitute_in": []}), &[]),
+            "substitute_in",
+        ),
+        (
+            "an unknown substitution location",
+            secret_body(json!({"substitute_in": ["headers", "path"]}), &[]),
+            "substitute_in[1]",
+        ),
+        (
+            "substitution locations not a list",
+            secret_body(json!({"substitute_in": "body"}), &[]),
+            "substitute_in",
         ),
         (
             "an unknown field",
@@ -724,31 +770,67 @@ async fn other_tenants_and_workspace_keys(backend: Backend) {
         .all(|r| r["target"] != id.as_str()));
     assert!(api.audit("").await.iter().all(|r| r["target"] != own["id"]));
 
-    // A workspace key: 403 on writes, and nothing written.
+    // A workspace key: tenant-wide secrets and the settings are not its
+    // own (403), another workspace is not either, and the tenant's secrets
+    // do not exist for it (404). Nothing is written.
     let ws1 = t.admin.create_workspace("one").await.unwrap();
     let ws2 = t.admin.create_workspace("two").await.unwrap();
     let (wk1, _) = t.workspace_key(&t.admin, &ws1.id).await;
     let (wk2, _) = t.workspace_key(&t.admin, &ws2.id).await;
     let ws_api = api.with(&wk1);
-    for (m, path, body) in [
+    for (m, path, body, want) in [
+        (
+            Method::POST,
+            "/v1/secrets".to_owned(),
+            Some(secret_body(json!({"name": "wide"}), &[])),
+            (403, "workspace_key_forbidden"),
+        ),
         (
             Method::POST,
             "/v1/secrets".to_owned(),
             Some(secret_body(
-                json!({"name": "ws", "scope": "workspace", "workspace_id": ws1.id}),
+                json!({"name": "ws", "scope": "workspace", "workspace_id": ws2.id}),
                 &[],
             )),
+            (403, "workspace_key_forbidden"),
+        ),
+        (
+            Method::POST,
+            "/v1/secrets".to_owned(),
+            Some(secret_body(
+                json!({"name": "eu", "scope": "external_user", "external_user_id": "u1",
+                       "workspace_id": ws2.id}),
+                &[],
+            )),
+            (403, "workspace_key_forbidden"),
         ),
         (
             Method::PATCH,
             "/v1/settings".into(),
             Some(json!({"allow_end_user_credentials": false})),
+            (403, "forbidden"),
         ),
-        (Method::POST, format!("/v1/secrets/{id}/disable"), None),
-        (Method::DELETE, format!("/v1/secrets/{id}"), None),
+        (
+            Method::GET,
+            format!("/v1/secrets/{id}"),
+            None,
+            (404, "not_found"),
+        ),
+        (
+            Method::POST,
+            format!("/v1/secrets/{id}/disable"),
+            None,
+            (404, "not_found"),
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/secrets/{id}"),
+            None,
+            (404, "not_found"),
+        ),
     ] {
         let (status, code, _) = ws_api.fails(m.clone(), &path, body).await;
-        assert_eq!((status, code.as_str()), (403, "forbidden"), "{m} {path}");
+        assert_eq!((status, code.as_str()), want, "{m} {path}");
     }
     assert_eq!(api.secrets("").await.len(), 1);
     assert_eq!(api.get(&format!("/v1/secrets/{id}")).await, before);
@@ -756,6 +838,35 @@ async fn other_tenants_and_workspace_keys(backend: Backend) {
         api.get("/v1/settings").await["allow_end_user_credentials"],
         true
     );
+    assert!(
+        ws_api.secrets("").await.is_empty(),
+        "the tenant's are not its"
+    );
+    // Its own workspace's secrets it manages, and they are bound there.
+    let (status, mine) = ws_api
+        .set(secret_body(
+            json!({"name": "eu", "scope": "external_user", "external_user_id": "u1"}),
+            &[],
+        ))
+        .await;
+    assert_eq!(
+        (status, mine["workspace_id"].as_str()),
+        (201, Some(ws1.id.as_str()))
+    );
+    let mine_id = mine["id"].as_str().unwrap();
+    assert_eq!(ids(&ws_api.secrets("").await), [mine_id]);
+    assert!(api.with(&wk2).secrets("").await.is_empty());
+    let (status, code, _) = api
+        .with(&wk2)
+        .fails(Method::DELETE, &format!("/v1/secrets/{mine_id}"), None)
+        .await;
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+    assert_eq!(ws_api.action(mine_id, "disable").await.0, 200);
+    assert_eq!(ws_api.action(mine_id, "enable").await.0, 200);
+    let (status, _) = ws_api
+        .req(Method::DELETE, &format!("/v1/secrets/{mine_id}"), None)
+        .await;
+    assert_eq!(status, 204);
 
     // The credentials view: any key that can see the sandbox, nobody else.
     let in_ws1 = t
@@ -941,7 +1052,11 @@ async fn settings_switch_end_user_credentials(backend: Backend) {
     let me = t.admin.me().await.unwrap().key_id.unwrap();
     assert_eq!(
         api.get("/v1/settings").await,
-        json!({"allow_end_user_credentials": true})
+        json!({
+            "allow_end_user_credentials": true,
+            "require_allowed_hosts": false,
+            "workspace_keys_use_unbound_secrets": false,
+        })
     );
     let user = |name: &str, u: &str| {
         secret_body(
@@ -959,8 +1074,8 @@ async fn settings_switch_end_user_credentials(backend: Backend) {
         )
         .await;
     assert_eq!(
-        (status, v),
-        (200, json!({"allow_end_user_credentials": false}))
+        (status, v["allow_end_user_credentials"].as_bool()),
+        (200, Some(false))
     );
     assert_eq!(
         api.get("/v1/settings").await["allow_end_user_credentials"],
@@ -1001,10 +1116,7 @@ async fn settings_switch_end_user_credentials(backend: Backend) {
     assert_eq!(api.action(smith_id, "enable").await.0, 200);
     // The setting is the tenant's own.
     let (b, _) = t.new_tenant("other").await;
-    assert_eq!(
-        b.settings().await.unwrap(),
-        json!({"allow_end_user_credentials": true})
-    );
+    assert!(b.settings().await.unwrap().allow_end_user_credentials);
     assert_eq!(
         api.with(&b).set(user("openai", "dr_smith")).await.0,
         201,
@@ -1060,6 +1172,77 @@ async fn settings_switch_end_user_credentials(backend: Backend) {
     }
     assert_eq!(rows[0]["target"], "allow_end_user_credentials=true");
     assert_eq!(rows[1]["target"], "allow_end_user_credentials=false");
+
+    // A secret that may go to any host says so; with
+    // `require_allowed_hosts` it is refused, field named, nothing written.
+    let (_, anywhere) = api
+        .set(secret_body(
+            json!({"name": "anywhere", "expose_as_env": "ANYWHERE"}),
+            &[],
+        ))
+        .await;
+    let warnings = anywhere["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{anywhere}");
+    assert!(warnings[0].as_str().unwrap().contains("any host"));
+    let (_, limited) = api
+        .set(secret_body(
+            json!({"name": "limited", "expose_as_env": "LIMITED",
+                   "allowed_hosts": ["api.openai.com:8443"]}),
+            &[],
+        ))
+        .await;
+    assert_eq!(limited["warnings"], json!([]));
+    assert_eq!(limited["allowed_hosts"], json!(["api.openai.com:8443"]));
+    let (_, opted) = api
+        .set(secret_body(
+            json!({"name": "opted", "expose_as_env": "OPTED", "allowed_hosts": ["api.openai.com"],
+                   "substitute_in": ["body", "headers"]}),
+            &[],
+        ))
+        .await;
+    assert_eq!(opted["substitute_in"], json!(["headers", "body"]));
+    assert!(opted["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("trusted with the value"));
+    let (status, v) = api
+        .req(
+            Method::PATCH,
+            "/v1/settings",
+            Some(json!({"require_allowed_hosts": true})),
+        )
+        .await;
+    assert_eq!(
+        (status, v["require_allowed_hosts"].as_bool()),
+        (200, Some(true))
+    );
+    let before = api.secrets("").await;
+    for body in [
+        secret_body(json!({"name": "fresh", "expose_as_env": "FRESH"}), &[]),
+        // A new version that keeps the current (empty) list.
+        secret_body(
+            json!({"name": "anywhere", "expose_as_env": "ANYWHERE"}),
+            &[],
+        ),
+        secret_body(
+            json!({"name": "limited", "expose_as_env": "LIMITED", "allowed_hosts": []}),
+            &[],
+        ),
+    ] {
+        let (status, code, field) = api.fails(Method::POST, "/v1/secrets", Some(body)).await;
+        assert_eq!(
+            (status, code.as_str(), field.as_deref()),
+            (422, "invalid_field", Some("allowed_hosts"))
+        );
+    }
+    assert_eq!(api.secrets("").await, before);
+    let (status, _) = api
+        .set(secret_body(
+            json!({"name": "limited", "expose_as_env": "LIMITED"}),
+            &[],
+        ))
+        .await;
+    assert_eq!(status, 200, "a new version keeping its hosts is fine");
     api.assert_never_saw(&[VALUE]);
 }
 

@@ -255,6 +255,12 @@ async fn secrets_and_audit_from_the_cli_never_show_a_value() {
     );
     let ehr = out.split_whitespace().next().unwrap().to_owned();
     assert!(out.contains("ehr v1 (tenant -)"), "{out}");
+    // Without hosts, the server's warning is printed on standard error.
+    let warned = cli.outputs.last().unwrap().clone();
+    assert!(
+        warned.contains("warning: allowed_hosts is empty"),
+        "{warned}"
+    );
 
     // No value, or only a newline: a clear error, and nothing sent.
     let set_x = [
@@ -326,7 +332,16 @@ async fn secrets_and_audit_from_the_cli_never_show_a_value() {
     let rows = table(
         &out,
         &[
-            "ID", "NAME", "SCOPE", "KEY", "ENV", "VERSION", "ENABLED", "HOSTS",
+            "ID",
+            "NAME",
+            "SCOPE",
+            "KEY",
+            "WORKSPACE",
+            "ENV",
+            "VERSION",
+            "ENABLED",
+            "HOSTS",
+            "SUBSTITUTE_IN",
         ],
     );
     assert_eq!(rows.len(), 2, "{out}");
@@ -347,6 +362,9 @@ async fn secrets_and_audit_from_the_cli_never_show_a_value() {
     }
     let listed = cli.json(&["secrets", "list", "--json"]);
     assert_eq!(listed.len(), 2);
+    assert!(listed
+        .iter()
+        .all(|s| s["substitute_in"] == serde_json::json!(["headers"])));
     assert!(listed.iter().all(|s| s.get("value").is_none()));
     let mine = cli.json(&["secrets", "list", "--external-user-id", DR_SMITH, "--json"]);
     assert_eq!(mine.len(), 1);
@@ -361,6 +379,65 @@ async fn secrets_and_audit_from_the_cli_never_show_a_value() {
             .len(),
         0
     );
+
+    // Settings: a table, and a change that the next write obeys.
+    let out = cli.ok(&["settings", "show"], None);
+    let rows = table(&out, &["SETTING", "VALUE"]);
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(rows
+        .iter()
+        .any(|r| r.starts_with("require_allowed_hosts") && r.ends_with("false")));
+    let v: Value = serde_json::from_str(&cli.ok(
+        &[
+            "settings",
+            "set",
+            "--require-allowed-hosts",
+            "true",
+            "--json",
+        ],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(v["require_allowed_hosts"], true);
+    assert_eq!(v["allow_end_user_credentials"], true, "left as it was");
+    let err = cli.fails(&set_x, Some(REFUSED_KEY));
+    assert!(
+        err.contains("422") && err.contains("allowed_hosts"),
+        "{err}"
+    );
+    cli.ok(
+        &["settings", "set", "--require-allowed-hosts", "false"],
+        None,
+    );
+    // Substitution outside headers is an explicit opt-in, with a warning.
+    let out = cli.ok(
+        &[
+            "secrets",
+            "set",
+            "form",
+            "--scope",
+            "tenant",
+            "--expose-as-env",
+            "FORM_KEY",
+            "--allowed-host",
+            "forms.example",
+            "--substitute-in",
+            "headers",
+            "--substitute-in",
+            "body",
+            "--json",
+        ],
+        Some(REFUSED_KEY),
+    );
+    let form: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        form["substitute_in"],
+        serde_json::json!(["headers", "body"])
+    );
+    let warned = cli.outputs.last().unwrap().clone();
+    assert!(warned.contains("trusted with the value"), "{warned}");
+    let form_id = form["id"].as_str().unwrap().to_owned();
+    cli.ok(&["secrets", "rm", &form_id], None);
 
     // Disable, enable, disable: the table follows.
     assert_eq!(
@@ -455,7 +532,11 @@ async fn secrets_and_audit_from_the_cli_never_show_a_value() {
         "--json",
     ]);
     assert_eq!(sets.len(), 2, "--limit");
-    assert_eq!(sets[0]["target"], ehr.as_str());
+    assert_eq!(
+        sets[1]["target"],
+        ehr.as_str(),
+        "newest first, after `form`"
+    );
     let err = cli.fails(&["audit", "list", "--since", "7w"], None);
     assert!(err.contains("since"), "{err}");
 

@@ -60,8 +60,7 @@ fn tenant_endpoints(ws: &str, key: &str) -> Vec<(Method, String, Option<serde_js
     ]
 }
 
-/// A well-formed secret ID for the secret routes above (admin-only routes:
-/// callers that may not use them are refused before any lookup).
+/// A well-formed secret ID for the secret routes above, of no secret.
 const PROBE_SECRET: &str = "sec_01jdq3x5m8v2k7f4c9n6r1w0ab";
 
 async fn call(
@@ -172,13 +171,18 @@ async fn workspace_keys_stay_in_their_workspace(backend: Backend) {
     );
 
     // Everything that manages keys, workspaces, tenants or settings: 403.
+    // Its own workspace's secrets it may manage (an unknown one is a 404).
     for ep in tenant_endpoints(&ws1.id, &wk_id) {
         let (status, body) = call(&wk, &ep).await;
         let allowed = matches!(
             (ep.0.as_str(), ep.1.as_str()),
-            ("GET", "/v1/me") | ("GET", "/v1/workspaces")
+            ("GET", "/v1/me") | ("GET", "/v1/workspaces") | ("GET", "/v1/secrets")
         ) || ep.1 == format!("/v1/workspaces/{}", ws1.id);
-        if allowed {
+        if ep.1.starts_with("/v1/secrets/") {
+            assert_eq!(status, 404, "{} {}", ep.0, ep.1);
+        } else if (ep.0.as_str(), ep.1.as_str()) == ("POST", "/v1/secrets") {
+            assert_eq!(status, 201, "{} {}: {body}", ep.0, ep.1);
+        } else if allowed {
             assert_eq!(status, 200, "{} {}", ep.0, ep.1);
         } else {
             assert_eq!(

@@ -108,7 +108,7 @@ pub(crate) fn start(
     let cwd_c = working_dir_c(req.cwd.as_deref(), &acct.home)?;
 
     let mut cmd = command(config, &acct, &req.argv);
-    cmd.envs(&req.env)
+    cmd.envs(request_env(config, &req.env))
         .stdin(if req.stdin.is_some() {
             Stdio::piped()
         } else {
@@ -146,6 +146,38 @@ pub(crate) fn start(
         child,
         pid,
         tracked,
+    })
+}
+
+/// Variables whose value in the sandbox's environment is kept in front of a
+/// request's own value instead of being replaced by it: `NODE_OPTIONS`
+/// carries the egress preload (`--require /run/miosa/node-egress.js`),
+/// without which Node's `fetch` ignores the proxy.
+const MERGED: &[&str] = &["NODE_OPTIONS"];
+
+/// A request's variables, with the [`MERGED`] ones appended to the base
+/// environment's value (unless they already contain it).
+pub(super) fn request_env<'a>(
+    config: &'a ExecConfig,
+    env: &'a std::collections::BTreeMap<String, String>,
+) -> impl Iterator<Item = (String, String)> + 'a {
+    env.iter().map(move |(k, v)| {
+        let base = MERGED
+            .contains(&k.as_str())
+            .then(|| {
+                config
+                    .base_env
+                    .iter()
+                    .find(|(bk, _)| bk.as_os_str() == k.as_str())
+                    .and_then(|(_, bv)| bv.to_str())
+            })
+            .flatten()
+            .filter(|b| !b.is_empty() && !v.contains(b));
+        match base {
+            Some(b) if v.trim().is_empty() => (k.clone(), b.to_owned()),
+            Some(b) => (k.clone(), format!("{b} {v}")),
+            None => (k.clone(), v.clone()),
+        }
     })
 }
 
@@ -384,5 +416,59 @@ mod tests {
     fn event_lines_end_with_newline() {
         let line = event_line(ExecEvent::Start { pid: 7 });
         assert_eq!(&line[..], b"{\"type\":\"start\",\"pid\":7}\n");
+    }
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    #[test]
+    fn node_options_keep_the_preload() {
+        let config = ExecConfig {
+            base_env: vec![(
+                "NODE_OPTIONS".into(),
+                "--require /run/miosa/node-egress.js".into(),
+            )],
+            user_home: "/home/user".into(),
+        };
+        let env = |pairs: &[(&str, &str)]| {
+            let map = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            request_env(&config, &map).collect::<Vec<_>>()
+        };
+        let get =
+            |v: Vec<(String, String)>, k: &str| v.into_iter().find(|(n, _)| n == k).map(|(_, v)| v);
+        assert_eq!(
+            get(env(&[("NODE_OPTIONS", "--title=x")]), "NODE_OPTIONS").as_deref(),
+            Some("--require /run/miosa/node-egress.js --title=x")
+        );
+        assert_eq!(
+            get(env(&[("NODE_OPTIONS", "")]), "NODE_OPTIONS").as_deref(),
+            Some("--require /run/miosa/node-egress.js")
+        );
+        let named = "--require /run/miosa/node-egress.js --title=x";
+        assert_eq!(
+            get(env(&[("NODE_OPTIONS", named)]), "NODE_OPTIONS").as_deref(),
+            Some(named),
+            "named already: not twice"
+        );
+        assert_eq!(
+            get(env(&[("OTHER", "v")]), "OTHER").as_deref(),
+            Some("v"),
+            "other variables are replaced"
+        );
+        // Without egress there is nothing to keep.
+        let bare = ExecConfig {
+            base_env: Vec::new(),
+            user_home: "/home/user".into(),
+        };
+        let map = [("NODE_OPTIONS".to_string(), "--title=x".to_string())].into();
+        assert_eq!(
+            request_env(&bare, &map).collect::<Vec<_>>(),
+            vec![("NODE_OPTIONS".to_string(), "--title=x".to_string())]
+        );
     }
 }

@@ -42,6 +42,9 @@ pub struct CreateSandbox {
     /// Implied by a workspace key; an admin key may name one or none.
     #[schema(value_type = Option<String>)]
     pub workspace_id: Option<WorkspaceId>,
+    /// A Miosa-native user the sandbox belongs to: selects `user`-scoped
+    /// secrets. Stamped at create, never changed.
+    pub owner_user_id: Option<String>,
     /// Your end-user's ID. Stamped at create, never changed.
     pub external_user_id: Option<String>,
     /// Your end-user's workspace/organisation ID.
@@ -89,6 +92,9 @@ pub struct SandboxView {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub expires_at: OffsetDateTime,
+    /// The API key that created the sandbox (also in its egress audit rows).
+    #[schema(value_type = Option<String>)]
+    pub created_by_key_id: Option<miosa_core::ApiKeyId>,
 }
 
 impl From<Sandbox> for SandboxView {
@@ -110,6 +116,7 @@ impl From<Sandbox> for SandboxView {
             on_timeout: s.on_timeout.as_str(),
             created_at: s.created_at,
             expires_at: s.expires_at,
+            created_by_key_id: s.created_by_key_id,
         }
     }
 }
@@ -204,6 +211,7 @@ pub async fn create(
         name: input.name,
         template: input.template,
         workspace_id: input.workspace_id,
+        owner_user_id: input.owner_user_id,
         external_user_id: input.external_user_id,
         external_workspace_id: input.external_workspace_id,
         external_project_id: input.external_project_id,

@@ -18,12 +18,22 @@ pub struct SettingsView {
     /// When false, `external_user` secrets cannot be created (403
     /// `end_user_credentials_disabled`) and existing ones stop resolving.
     pub allow_end_user_credentials: bool,
+    /// When true, a secret without `allowed_hosts` (one the proxy would
+    /// send to any host) is refused with 422. Default false.
+    pub require_allowed_hosts: bool,
+    /// When true, end-user secrets not bound to a workspace also resolve in
+    /// sandboxes created through a workspace key. Default false: such a
+    /// sandbox gets only the end-user secrets bound to its workspace, so a
+    /// leaked workspace key cannot unlock other workspaces' end-users.
+    pub workspace_keys_use_unbound_secrets: bool,
 }
 
 impl From<TenantSettings> for SettingsView {
     fn from(s: TenantSettings) -> Self {
         Self {
             allow_end_user_credentials: s.allow_end_user_credentials,
+            require_allowed_hosts: s.require_allowed_hosts,
+            workspace_keys_use_unbound_secrets: s.workspace_keys_use_unbound_secrets,
         }
     }
 }
@@ -33,6 +43,8 @@ impl From<TenantSettings> for SettingsView {
 #[serde(deny_unknown_fields)]
 pub struct UpdateSettings {
     pub allow_end_user_credentials: Option<bool>,
+    pub require_allowed_hosts: Option<bool>,
+    pub workspace_keys_use_unbound_secrets: Option<bool>,
 }
 
 /// The tenant's settings.
@@ -59,6 +71,8 @@ pub async fn update(
 ) -> ApiResult<Json<SettingsView>> {
     let patch = SettingsPatch {
         allow_end_user_credentials: body.allow_end_user_credentials,
+        require_allowed_hosts: body.require_allowed_hosts,
+        workspace_keys_use_unbound_secrets: body.workspace_keys_use_unbound_secrets,
     };
     let s = state
         .secrets

@@ -26,7 +26,8 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::{body::Incoming, client::conn::http1::SendRequest, service::service_fn};
 use hyper_util::rt::TokioIo;
 use miosa_core::{
-    AuditEntry, Labels, SandboxId, Secret, SecretId, SecretScope, TenantId, WorkspaceId,
+    AuditEntry, Labels, SandboxId, Secret, SecretId, SecretScope, SubstituteIn, TenantId,
+    WorkspaceId,
 };
 use miosa_egress::{
     AuditSink, Credential, CredentialSource, EgressConfig, EgressProxy, SandboxIdentity,
@@ -44,7 +45,10 @@ use tokio::{
     sync::mpsc,
 };
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-use tokio_tungstenite::{tungstenite::protocol::Role, WebSocketStream};
+use tokio_tungstenite::{
+    tungstenite::{protocol::Role, Message},
+    WebSocketStream,
+};
 
 /// The body type test clients send.
 pub type TBody = BoxBody<Bytes, Infallible>;
@@ -246,14 +250,19 @@ async fn upstream_handle(
     seen: Arc<Mutex<Vec<Seen>>>,
 ) -> Result<Response<TBody>, Infallible> {
     let path = req.uri().path().to_owned();
-    if path == "/ws" {
+    if path == "/ws" || path == "/ws-auth" {
         seen.lock().unwrap().push(Seen {
             method: req.method().to_string(),
             uri: req.uri().to_string(),
             headers: req.headers().clone(),
             body: Bytes::new(),
         });
-        return Ok(ws_accept(&mut req));
+        // `/ws-auth` first sends back the `Authorization` it received.
+        let greeting = (path == "/ws-auth")
+            .then(|| req.headers().get("authorization").cloned())
+            .flatten()
+            .map(|v| v.to_str().unwrap().to_owned());
+        return Ok(ws_accept(&mut req, greeting));
     }
     let (parts, body) = req.into_parts();
     let body = body
@@ -281,8 +290,51 @@ async fn upstream_handle(
         out.extend_from_slice(&body);
         out
     };
+    let auth = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
     let mut resp = if path == "/echo" {
         Response::new(full(echo()))
+    } else if path == "/spaced" {
+        // A transforming upstream (an LLM asked to repeat its input with
+        // spaces between the characters).
+        let spaced: Vec<u8> = body.iter().flat_map(|b| [*b, b' ']).collect();
+        Response::new(full(spaced))
+    } else if path == "/gzip-echo" {
+        // Compressed whatever the request asked for.
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&echo()).unwrap();
+        let mut r = Response::new(full(gz.finish().unwrap()));
+        r.headers_mut()
+            .insert("content-encoding", HeaderValue::from_static("gzip"));
+        r
+    } else if path == "/trailer-echo" {
+        // The Authorization header comes back in a trailer.
+        let trailers = {
+            let mut t = HeaderMap::new();
+            t.insert("x-echo-trailer", HeaderValue::from_str(&auth).unwrap());
+            t
+        };
+        let frames = vec![
+            Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"body "))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let mut r = Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(
+            frames,
+        ))));
+        r.headers_mut()
+            .insert("trailer", HeaderValue::from_static("x-echo-trailer"));
+        r
+    } else if path == "/reason-echo" {
+        // The Authorization header comes back as the reason phrase.
+        let mut r = Response::new(full("reason"));
+        *r.status_mut() = StatusCode::from_u16(299).unwrap();
+        r.extensions_mut()
+            .insert(hyper::ext::ReasonPhrase::try_from(auth.clone().into_bytes()).unwrap());
+        r
     } else if path == "/chunked-echo" {
         let chunk: usize = parts
             .uri
@@ -315,7 +367,7 @@ async fn upstream_handle(
     Ok(resp)
 }
 
-fn ws_accept(req: &mut Request<Incoming>) -> Response<TBody> {
+fn ws_accept(req: &mut Request<Incoming>, greeting: Option<String>) -> Response<TBody> {
     let key = req
         .headers()
         .get("sec-websocket-key")
@@ -329,6 +381,11 @@ fn ws_accept(req: &mut Request<Incoming>) -> Response<TBody> {
         };
         let mut ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        if let Some(g) = greeting {
+            if ws.send(Message::text(g)).await.is_err() {
+                return;
+            }
+        }
         while let Some(Ok(msg)) = ws.next().await {
             if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
                 return;
@@ -445,8 +502,10 @@ pub fn secret(name: &str, hosts: &[&str]) -> Secret {
         name: name.into(),
         scope: SecretScope::ExternalUser,
         scope_key: Some("dr_smith".into()),
+        workspace_id: None,
         expose_as_env: name.to_uppercase(),
         allowed_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        substitute_in: SubstituteIn::HEADERS,
         version: 1,
         enabled: true,
         created_at: now,
@@ -529,6 +588,7 @@ impl Harness {
                 external_workspace_id: Some("clinic-1".into()),
                 external_project_id: Some("proj-1".into()),
             },
+            created_by_workspace_key: false,
         };
         let make = |name: &str, hosts: &[&str], value: &str| {
             let secret = secret(name, hosts);
@@ -595,6 +655,16 @@ impl Harness {
         let name = ServerName::try_from(host.to_owned()).unwrap();
         let tls = tls_client(&self.ca_pem).connect(name, s).await.unwrap();
         http1(tls).await
+    }
+
+    /// Lets every test secret be substituted in the query string and the
+    /// body too, not only in headers.
+    pub fn substitute_everywhere(&self) {
+        let mut creds = vec![self.main.clone(), self.other.clone(), self.json.clone()];
+        for c in &mut creds {
+            c.secret.substitute_in = SubstituteIn::ALL;
+        }
+        self.creds.set(creds);
     }
 
     /// An HTTP/1.1 client for absolute-form requests to the proxy.

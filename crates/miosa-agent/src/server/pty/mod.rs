@@ -105,7 +105,7 @@ pub(crate) fn start(
     let master = tty::watch(pair.master).map_err(|e| internal("watching the terminal", e))?;
 
     let mut cmd = exec::command(config, &acct, &argv);
-    cmd.envs(&req.env)
+    cmd.envs(exec::request_env(config, &req.env))
         .env("TERM", TERM)
         .stdin(stdio(&pair.slave)?)
         .stdout(stdio(&pair.slave)?)
