@@ -50,6 +50,10 @@ pub enum ApiError {
     /// 503: a dependency (the database) does not answer.
     #[error("{0}")]
     Unavailable(&'static str),
+    /// 503 with a specific code: this server cannot do it now (e.g. it
+    /// lacks the master key the database seals under).
+    #[error("{message}")]
+    UnavailableWith { code: &'static str, message: String },
     /// 500: logged with its cause, returned opaque.
     #[error("internal error: {0}")]
     Internal(String),
@@ -84,6 +88,7 @@ impl ApiError {
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::UnavailableWith { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -126,6 +131,10 @@ impl From<miosa_secrets::SecretsError> for ApiError {
             },
             E::Contended => ApiError::Conflict {
                 code: "write_conflict",
+                message: e.to_string(),
+            },
+            E::SealingKeyUnavailable { .. } => ApiError::UnavailableWith {
+                code: "master_key_unavailable",
                 message: e.to_string(),
             },
             E::Store(StoreError::Conflict { entity, field }) => ApiError::Conflict {

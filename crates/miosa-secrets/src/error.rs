@@ -20,6 +20,13 @@ pub enum SecretsError {
     /// Other writes to the same secret kept winning the race.
     #[error("the secret changed while it was being written; try again")]
     Contended,
+    /// The database seals under a master key this server was not given.
+    #[error(
+        "this server does not hold the master key new secrets are sealed under ({kek_id}); \
+         restart it with that key (MIOSA_MASTER_KEY, or MIOSA_PREVIOUS_MASTER_KEYS during a \
+         rotation)"
+    )]
+    SealingKeyUnavailable { kek_id: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("vault: {0}")]

@@ -77,7 +77,8 @@ impl Secrets {
         };
         for _ in 0..ATTEMPTS {
             let current = self.store.find_secret(tenant, &key).await?;
-            let new = self.next_version(tenant, &key, &v, current.as_ref())?;
+            let kek = self.sealing_kek().await?;
+            let new = self.next_version(tenant, &key, &v, current.as_ref(), &kek)?;
             match self.store.put_secret(&new).await {
                 Ok(secret) => {
                     tracing::info!(secret = %secret.id, version = secret.version, scope = secret.scope.as_str(), "secret set");
@@ -94,10 +95,15 @@ impl Secrets {
                         secret,
                     });
                 }
-                Err(StoreError::Conflict {
-                    entity: "secret",
-                    field: "version",
-                }) => continue,
+                // Another write got there first, or a rotation moved the
+                // sealing key: read, seal and try again.
+                Err(
+                    StoreError::Conflict {
+                        entity: "secret",
+                        field: "version",
+                    }
+                    | StoreError::StaleSealingKey { .. },
+                ) => continue,
                 Err(StoreError::SettingForbids {
                     setting: "allow_end_user_credentials",
                 }) => return Err(SecretsError::EndUserCredentialsDisabled),
@@ -120,6 +126,7 @@ impl Secrets {
         key: &SecretKey,
         v: &ValidSecret,
         current: Option<&Secret>,
+        kek: &str,
     ) -> Result<NewSecretVersion> {
         let (id, version) = match current {
             Some(c) => (c.id.clone(), c.version.saturating_add(1)),
@@ -152,8 +159,27 @@ impl Secrets {
         };
         let sealed = self
             .vault
-            .seal(v.value.expose().as_bytes(), &meta.seal_context(version))?;
+            .seal_under(
+                kek,
+                v.value.expose().as_bytes(),
+                &meta.seal_context(version),
+            )
+            .map_err(|e| match e {
+                miosa_vault::VaultError::UnknownKek { kek_id, .. } => {
+                    SecretsError::SealingKeyUnavailable { kek_id }
+                }
+                e => e.into(),
+            })?;
         Ok(NewSecretVersion::of(meta, sealed))
+    }
+
+    /// The key new values are sealed under: the one the database records
+    /// (every replica agrees on it), else this server's current key.
+    async fn sealing_kek(&self) -> Result<String> {
+        Ok(match self.store.sealing_kek().await? {
+            Some(kek) => kek,
+            None => self.vault.current_id(),
+        })
     }
 
     /// The workspace a new secret belongs to. An admin key binds end-user

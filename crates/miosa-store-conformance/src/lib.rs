@@ -34,6 +34,7 @@ pub use isolation::tenant_isolation;
 pub use pg::PgTestDb;
 pub use sandboxes::{concurrent_sandbox_names, sandboxes};
 pub use secret_lookup::secret_lookup;
+pub use secret_writes::sealing_key;
 pub use secrets::secrets;
 pub use settings::settings;
 pub use system::system;
@@ -77,7 +78,7 @@ macro_rules! store_tests {
         $crate::store_tests!(@areas $with_store;
             system, tenants, workspaces, api_keys, concurrent_revoke, tenant_isolation, timestamps,
             sandboxes, concurrent_sandbox_names, secrets, secret_lookup, settings, audit,
-            concurrent_audit);
+            concurrent_audit, sealing_key);
     };
     (@areas $with_store:path; $($area:ident),+) => {
         $(

@@ -316,3 +316,54 @@ async fn legacy_sealing(store: &dyn Store) {
     assert_eq!(stored[0].sealed, resealed);
     assert_eq!(stored[1].sealed, second.sealed);
 }
+
+/// The key-encryption key new values must be sealed under: recorded once,
+/// moved by a rotation, and checked inside every secret write. Global
+/// state, so this area needs a store of its own (not in `run_all`).
+pub async fn sealing_key(store: &dyn Store) {
+    assert_eq!(store.sealing_kek().await.expect("sealing_kek"), None);
+    // Unrecorded: any key goes (a server records its own at start).
+    let (t, _) = new_tenant(store).await;
+    put_secret(store, &secret(&t.id, Tenant, None, "a", "A")).await;
+    assert_eq!(
+        store.claim_sealing_kek("kek-test").await.expect("claim"),
+        "kek-test"
+    );
+    assert_eq!(
+        store.claim_sealing_kek("kek-other").await.expect("claim"),
+        "kek-test",
+        "the first claim stays"
+    );
+    assert_eq!(
+        store.sealing_kek().await.expect("sealing_kek").as_deref(),
+        Some("kek-test")
+    );
+    let stale = NewSecretVersion {
+        sealed: sealed("kek-old", 1),
+        ..secret(&t.id, Tenant, None, "b", "B")
+    };
+    let before = epoch_of(store, &t.id).await;
+    match store.put_secret(&stale).await {
+        Err(StoreError::StaleSealingKey { current }) => assert_eq!(current, "kek-test"),
+        other => panic!("expected StaleSealingKey, got {other:?}"),
+    }
+    assert_eq!(get(store, &t.id, &stale.id).await, None);
+    assert_eq!(epoch_of(store, &t.id).await, before, "nothing written");
+    put_secret(store, &secret(&t.id, Tenant, None, "b", "B")).await;
+    // A rotation moves it; writes under the previous key are refused.
+    store.set_sealing_kek("kek-new").await.expect("set");
+    assert_eq!(
+        store.sealing_kek().await.expect("sealing_kek").as_deref(),
+        Some("kek-new")
+    );
+    let c = secret(&t.id, Tenant, None, "c", "C");
+    assert!(matches!(
+        store.put_secret(&c).await,
+        Err(StoreError::StaleSealingKey { .. })
+    ));
+    let c = NewSecretVersion {
+        sealed: sealed("kek-new", 1),
+        ..c
+    };
+    put_secret(store, &c).await;
+}

@@ -133,6 +133,7 @@ pub(crate) async fn put(pool: &PgPool, new: &NewSecretVersion) -> StoreResult<Se
     let mut tx = pool.begin().await.map_err(db)?;
     bump_epoch(&mut tx, &new.tenant_id).await?;
     check_settings(&mut tx, new).await?;
+    crate::system::check_sealing_kek(&mut tx, &new.sealed.kek_id).await?;
     check_scope_key(&mut tx, &new.tenant_id, new.scope, new.scope_key.as_deref()).await?;
     if let Some(ws) = &new.workspace_id {
         check_scope_key(

@@ -2,7 +2,7 @@
 //! initialisation.
 
 use miosa_core::KeyHash;
-use miosa_store::{Bootstrap, StoreResult, SystemInfo};
+use miosa_store::{Bootstrap, StoreError, StoreResult, SystemInfo};
 use sqlx::{PgConnection, PgPool};
 
 use crate::error::{corrupt, db};
@@ -14,6 +14,8 @@ const TABLE: &str = "system_state";
 const BOOTSTRAPPED: &str = "bootstrapped";
 const PEPPER_FINGERPRINT: &str = "pepper_fingerprint";
 const ROOT_KEY_HASH: &str = "root_key_hash";
+/// The key-encryption key new secret values are sealed under.
+const SEALING_KEK: &str = "sealing_kek_id";
 
 #[tracing::instrument(skip_all)]
 pub(crate) async fn info(pool: &PgPool) -> StoreResult<SystemInfo> {
@@ -76,4 +78,58 @@ async fn set(conn: &mut PgConnection, key: &str, value: &str) -> StoreResult<()>
         .await
         .map_err(db)?;
     Ok(())
+}
+
+#[tracing::instrument(skip_all)]
+pub(crate) async fn sealing_kek(pool: &PgPool) -> StoreResult<Option<String>> {
+    sqlx::query_scalar("SELECT value FROM system_state WHERE key = $1")
+        .bind(SEALING_KEK)
+        .fetch_optional(pool)
+        .await
+        .map_err(db)
+}
+
+#[tracing::instrument(skip_all, fields(kek_id))]
+pub(crate) async fn claim_sealing_kek(pool: &PgPool, kek_id: &str) -> StoreResult<String> {
+    sqlx::query(
+        "INSERT INTO system_state (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(SEALING_KEK)
+    .bind(kek_id)
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    Ok(sealing_kek(pool)
+        .await?
+        .unwrap_or_else(|| kek_id.to_owned()))
+}
+
+#[tracing::instrument(skip_all, fields(kek_id))]
+pub(crate) async fn set_sealing_kek(pool: &PgPool, kek_id: &str) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO system_state (key, value) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(SEALING_KEK)
+    .bind(kek_id)
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Refuses a value sealed under another key than the recorded sealing key
+/// (none recorded: anything goes). `FOR SHARE`: a rotation's update waits for this write to commit, and
+/// writes after it see the new key.
+pub(crate) async fn check_sealing_kek(conn: &mut PgConnection, kek_id: &str) -> StoreResult<()> {
+    let current: Option<String> =
+        sqlx::query_scalar("SELECT value FROM system_state WHERE key = $1 FOR SHARE")
+            .bind(SEALING_KEK)
+            .fetch_optional(conn)
+            .await
+            .map_err(db)?;
+    match current {
+        Some(current) if current != kek_id => Err(StoreError::StaleSealingKey { current }),
+        _ => Ok(()),
+    }
 }

@@ -107,6 +107,18 @@ impl Store for SqliteStore {
         system::bootstrap(&self.pool, b).await
     }
 
+    async fn sealing_kek(&self) -> StoreResult<Option<String>> {
+        system::sealing_kek(&self.pool).await
+    }
+
+    async fn claim_sealing_kek(&self, kek_id: &str) -> StoreResult<String> {
+        system::claim_sealing_kek(&self.pool, kek_id).await
+    }
+
+    async fn set_sealing_kek(&self, kek_id: &str) -> StoreResult<()> {
+        system::set_sealing_kek(&self.pool, kek_id).await
+    }
+
     async fn create_tenant(&self, tenant: &Tenant, first_key: &NewApiKey) -> StoreResult<()> {
         tenants::create(&self.pool, tenant, first_key).await
     }

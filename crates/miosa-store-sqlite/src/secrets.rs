@@ -131,6 +131,7 @@ pub(crate) async fn put(pool: &SqlitePool, new: &NewSecretVersion) -> StoreResul
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
     bump_epoch(&mut tx, &new.tenant_id).await?;
     check_settings(&mut tx, new).await?;
+    crate::system::check_sealing_kek(&mut tx, &new.sealed.kek_id).await?;
     check_scope_key(&mut tx, &new.tenant_id, new.scope, new.scope_key.as_deref()).await?;
     if let Some(ws) = &new.workspace_id {
         check_scope_key(

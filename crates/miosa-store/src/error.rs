@@ -15,6 +15,10 @@ pub enum StoreError {
     /// A tenant setting forbids the write (checked inside its transaction).
     #[error("the tenant setting {setting} forbids this")]
     SettingForbids { setting: &'static str },
+    /// A value sealed under another key-encryption key than the one the
+    /// database records for sealing (a rotation moved on).
+    #[error("new values must be sealed under key-encryption key {current}")]
+    StaleSealingKey { current: String },
     /// Schema migration failed at start.
     #[error("database migration failed: {0}")]
     Migration(String),

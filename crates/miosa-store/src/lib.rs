@@ -146,6 +146,17 @@ pub trait Store: Send + Sync + 'static {
     /// nothing) when it was already initialised, even by a concurrent caller.
     async fn bootstrap(&self, b: &Bootstrap) -> StoreResult<bool>;
 
+    /// The key-encryption key new secret values must be sealed under (the
+    /// one every replica agrees on); `None` before any server recorded one.
+    async fn sealing_kek(&self) -> StoreResult<Option<String>>;
+    /// Records `kek_id` as the sealing key unless one is recorded already;
+    /// returns the recorded one (first start, or an upgrade).
+    async fn claim_sealing_kek(&self, kek_id: &str) -> StoreResult<String>;
+    /// Makes `kek_id` the sealing key (a rotation's first step). Waits for
+    /// secret writes that checked the previous one to commit, so none
+    /// sealed under the old key can commit after this returns.
+    async fn set_sealing_kek(&self, kek_id: &str) -> StoreResult<()>;
+
     // --- tenants ----------------------------------------------------------
 
     /// Creates a tenant and its first admin key together.
@@ -275,6 +286,8 @@ pub trait Store: Send + Sync + 'static {
     ///   `external_user` secret while the tenant disallows them, and
     ///   `{ setting: "require_allowed_hosts" }` for empty `allowed_hosts`
     ///   while the tenant requires them;
+    /// - `StaleSealingKey { current }` when the value is sealed under
+    ///   another key-encryption key than the recorded sealing key;
     /// - `MissingReference { field: "sandbox_id" | "workspace_id" }` when a
     ///   `sandbox` or `workspace` scope key, or the workspace binding, is
     ///   not the tenant's (a destroyed sandbox counts as missing);

@@ -96,6 +96,23 @@ impl KeyRing {
         self
     }
 
+    /// Adds earlier master keys (`MIOSA_PREVIOUS_MASTER_KEYS`, 64 hex
+    /// characters each) for opening, and for sealing while the database
+    /// still names one of them as its sealing key.
+    pub fn with_previous(self, hexes: &[String], origin: &str) -> VaultResult<Self> {
+        let mut ring = self;
+        for hex in hexes {
+            ring = ring.with_key(MasterKey::from_hex(hex, origin)?);
+        }
+        Ok(ring)
+    }
+
+    /// Whether this ring holds the key `kek_id` (re-reading the key files
+    /// once if it does not).
+    pub fn holds(&self, kek_id: &str) -> bool {
+        self.key(kek_id).is_ok()
+    }
+
     /// The ID of the key new values are sealed under.
     pub fn current_id(&self) -> String {
         self.read().current.id().to_owned()
@@ -117,6 +134,17 @@ impl KeyRing {
         self.refresh()?;
         let current = self.read().current.clone();
         seal::seal(&current, plaintext, aad)
+    }
+
+    /// Seals under the key `kek_id` (the database's recorded sealing key),
+    /// which this ring must hold: `UnknownKek` otherwise.
+    pub fn seal_under(
+        &self,
+        kek_id: &str,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> VaultResult<SealedValue> {
+        seal::seal(&*self.key(kek_id)?, plaintext, aad)
     }
 
     /// Opens a value sealed for the context `aad`.

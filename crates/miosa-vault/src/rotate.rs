@@ -30,6 +30,10 @@ pub enum RotateTarget {
     NewKeyFile,
     /// For a configured key: this one (`MIOSA_NEW_MASTER_KEY`).
     Key(MasterKey),
+    /// The ring's current key (the configured `MIOSA_MASTER_KEY`, the
+    /// previous ones given as `MIOSA_PREVIOUS_MASTER_KEYS`): every replica
+    /// already holds it, so none is left unable to seal or open.
+    Current,
 }
 
 /// What a rotation did.
@@ -79,8 +83,9 @@ pub(crate) async fn rotate(
             if !created {
                 tracing::info!(kek_id = next.id(), "resuming an interrupted rotation");
             }
-            // Sealing now uses `master-key.next`.
-            let resealed = reseal_legacy(store, ring, batch).await?;
+            // Sealing now uses `master-key.next`, on every process.
+            store.set_sealing_kek(next.id()).await?;
+            let resealed = reseal_legacy(store, ring, next.id(), batch).await?;
             let mut rewrapped = rewrap_all(store, ring, &next, batch, max_batches).await?;
             if max_batches.is_some() {
                 return Ok(RotateReport {
@@ -112,17 +117,30 @@ pub(crate) async fn rotate(
                 ));
             }
             let new = ring.add(new);
-            // Re-sealed under the current key, then re-wrapped with the rest.
-            let resealed = reseal_legacy(store, ring, batch).await?;
-            let rewrapped = rewrap_all(store, ring, &new, batch, max_batches).await?;
-            Ok(RotateReport {
-                new_kek_id: new.id().to_owned(),
-                rewrapped,
-                resealed,
-                resumed: false,
-                key_file: None,
-            })
+            to_key(store, ring, &new, batch, max_batches).await
         }
+        (RotateTarget::Current, None) => {
+            let current = ring.key(&ring.current_id())?;
+            if store.sealing_kek().await?.as_deref() == Some(current.id())
+                && store
+                    .kek_ids_in_use()
+                    .await?
+                    .iter()
+                    .all(|k| k == current.id())
+                && store.legacy_sealed_versions(1).await?.is_empty()
+            {
+                return Err(VaultError::Rotation(format!(
+                    "everything is already under the configured master key {}; to rotate, \
+                     give every replica a new MIOSA_MASTER_KEY with the current one in \
+                     MIOSA_PREVIOUS_MASTER_KEYS, then run this again",
+                    current.id()
+                )));
+            }
+            to_key(store, ring, &current, batch, max_batches).await
+        }
+        (RotateTarget::Current, Some(_)) => Err(VaultError::Rotation(
+            "with the key file, the rotation generates the new key itself".into(),
+        )),
         (RotateTarget::NewKeyFile, None) => Err(VaultError::Rotation(
             "the master key is configured (MIOSA_MASTER_KEY), so the new key must be given \
              too: set MIOSA_NEW_MASTER_KEY to 64 new hex characters (`openssl rand -hex 32`)"
@@ -136,11 +154,38 @@ pub(crate) async fn rotate(
     }
 }
 
+/// Records `new` as the sealing key (every replica then seals under it, or
+/// refuses to seal if it lacks it), re-seals legacy values under it and
+/// re-wraps everything else.
+async fn to_key(
+    store: &dyn Store,
+    ring: &KeyRing,
+    new: &MasterKey,
+    batch: u32,
+    max_batches: Option<usize>,
+) -> VaultResult<RotateReport> {
+    store.set_sealing_kek(new.id()).await?;
+    let resealed = reseal_legacy(store, ring, new.id(), batch).await?;
+    let rewrapped = rewrap_all(store, ring, new, batch, max_batches).await?;
+    Ok(RotateReport {
+        new_kek_id: new.id().to_owned(),
+        rewrapped,
+        resealed,
+        resumed: false,
+        key_file: None,
+    })
+}
+
 /// Re-seals every secret's latest version still sealed for its tenant
 /// alone (stored before values were bound to their secret) for the secret's
-/// full context, under the ring's sealing key; returns how many. Older
-/// versions are never opened again and keep their legacy sealing.
-async fn reseal_legacy(store: &dyn Store, ring: &KeyRing, batch_size: u32) -> VaultResult<u64> {
+/// full context, under `kek_id`; returns how many. Older versions are never
+/// opened again and keep their legacy sealing.
+async fn reseal_legacy(
+    store: &dyn Store,
+    ring: &KeyRing,
+    kek_id: &str,
+    batch_size: u32,
+) -> VaultResult<u64> {
     let mut done: HashSet<(SecretId, u32)> = HashSet::new();
     loop {
         let batch = store.legacy_sealed_versions(batch_size).await?;
@@ -159,7 +204,7 @@ async fn reseal_legacy(store: &dyn Store, ring: &KeyRing, batch_size: u32) -> Va
             let plain = ring.open(&v.sealed, &old_aad)?;
             let new_aad = secret.associated_data(v.version, AadVersion::Bound);
             rows.push(SealedVersion {
-                sealed: ring.seal(plain.expose(), &new_aad)?,
+                sealed: ring.seal_under(kek_id, plain.expose(), &new_aad)?,
                 ..v
             });
         }

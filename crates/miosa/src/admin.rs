@@ -44,15 +44,18 @@ pub const NEW_MASTER_KEY_ENV: &str = "MIOSA_NEW_MASTER_KEY";
 pub async fn rotate_master_key(config: &Config) -> anyhow::Result<()> {
     init::ensure_data_dir(&config.data_dir)?;
     let store = storage::open(config.database_url.expose()).await?;
-    let configured = config.master_key.as_ref().map(|k| k.expose().as_str());
-    let target = match std::env::var(NEW_MASTER_KEY_ENV) {
-        Ok(hex) if !hex.is_empty() => {
+    let target = match (std::env::var(NEW_MASTER_KEY_ENV), &config.master_key) {
+        (Ok(hex), _) if !hex.is_empty() => {
             RotateTarget::Key(MasterKey::from_hex(&hex, NEW_MASTER_KEY_ENV)?)
         }
-        _ => RotateTarget::NewKeyFile,
+        (_, Some(_)) => RotateTarget::Current,
+        (_, None) => RotateTarget::NewKeyFile,
     };
-    let ring = KeyRing::load(configured, &config.data_dir)?;
-    let from = ring.current_id();
+    let ring: KeyRing = init::key_ring(config)?;
+    let from = store
+        .sealing_kek()
+        .await?
+        .unwrap_or_else(|| ring.current_id());
     let report = miosa_vault::rotate_master_key(store.as_ref(), &ring, target).await?;
     if report.resumed {
         println!("finished an interrupted rotation");
@@ -67,14 +70,25 @@ pub async fn rotate_master_key(config: &Config) -> anyhow::Result<()> {
         "rewrapped {} secret versions under {}{was}",
         report.rewrapped, report.new_kek_id
     );
+    if report.resealed > 0 {
+        println!(
+            "re-sealed {} values stored before values were bound to their secret",
+            report.resealed
+        );
+    }
     match &report.key_file {
         Some(path) => println!(
             "the new master key is in {}; back it up (the old key no longer opens anything)",
             path.display()
         ),
-        None => println!(
+        None if std::env::var(NEW_MASTER_KEY_ENV).is_ok_and(|v| !v.is_empty()) => println!(
             "now set MIOSA_MASTER_KEY to the value of {NEW_MASTER_KEY_ENV} on every replica and \
-             restart them: until then, replicas with the old key cannot read secrets"
+             restart them: until then, replicas with only the old key cannot read secrets and \
+             refuse to set new ones (503 master_key_unavailable)"
+        ),
+        None => println!(
+            "every value is now under the configured MIOSA_MASTER_KEY; \
+             MIOSA_PREVIOUS_MASTER_KEYS can be dropped from every replica"
         ),
     }
     Ok(())

@@ -39,6 +39,10 @@ pub struct Config {
     /// Key-encryption key for secrets (64 hex characters); default: the key
     /// file `<data_dir>/master-key`, created at first start.
     pub master_key: Option<Redacted<String>>,
+    /// Earlier master keys (each 64 hex characters), held for opening and
+    /// for sealing while the database still names one of them: what every
+    /// replica needs during a rotation of `master_key`.
+    pub previous_master_keys: Redacted<Vec<String>>,
     /// Run the egress proxy (sandboxes have no network without it).
     pub egress: bool,
     /// Operator override of where the egress proxy connects for a host
@@ -67,6 +71,7 @@ struct FileConfig {
     agent_binary: Option<String>,
     node_id: Option<String>,
     master_key: Option<String>,
+    previous_master_keys: Option<String>,
     egress: Option<bool>,
     egress_resolve: Option<String>,
     egress_upstream_ca: Option<String>,
@@ -147,6 +152,10 @@ const NODE_ID: Key = Key {
 const MASTER_KEY: Key = Key {
     file: "master_key",
     env: "MIOSA_MASTER_KEY",
+};
+const PREVIOUS_MASTER_KEYS: Key = Key {
+    file: "previous_master_keys",
+    env: "MIOSA_PREVIOUS_MASTER_KEYS",
 };
 const EGRESS: Key = Key {
     file: "egress",
@@ -310,6 +319,35 @@ impl Config {
             }
             None => None,
         };
+        let previous_master_keys = match pick(&PREVIOUS_MASTER_KEYS, file.previous_master_keys) {
+            None => Vec::new(),
+            Some((v, origin)) => {
+                let keys: Vec<String> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if keys
+                    .iter()
+                    .any(|k| k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()))
+                {
+                    return Err(invalid(
+                        &PREVIOUS_MASTER_KEYS,
+                        origin,
+                        "must be a comma-separated list of 64-hex-character keys".into(),
+                    ));
+                }
+                if master_key.is_none() && !keys.is_empty() {
+                    return Err(invalid(
+                        &PREVIOUS_MASTER_KEYS,
+                        origin,
+                        "only applies with master_key (MIOSA_MASTER_KEY) set".into(),
+                    ));
+                }
+                keys
+            }
+        };
 
         let egress_resolve = match pick(&EGRESS_RESOLVE, file.egress_resolve) {
             None => Vec::new(),
@@ -386,6 +424,7 @@ impl Config {
             agent_binary,
             node_id,
             master_key,
+            previous_master_keys: Redacted::new(previous_master_keys),
             egress,
             egress_resolve,
             egress_upstream_ca,
@@ -487,6 +526,12 @@ runc = "runc"
 # 0600). Replicas sharing a database must use the same key. Rotate with
 # `miosa admin rotate-master-key`.                            env: MIOSA_MASTER_KEY
 # master_key = "..."
+
+# Earlier master keys, comma-separated, during a rotation of master_key on
+# several replicas: give every replica the new master_key with the old one
+# here, then run `miosa admin rotate-master-key`, then drop this.
+#                                                 env: MIOSA_PREVIOUS_MASTER_KEYS
+# previous_master_keys = "..."
 
 # Run the credential-injecting egress proxy. Sandboxes have no other way out:
 # with `false` they have no network at all.                     env: MIOSA_EGRESS
@@ -603,7 +648,42 @@ mod tests {
     #[test]
     fn secrets_do_not_show_in_debug() {
         let key = "msk_root_abcdefghijklmnopqrstuvwxyz";
-        let c = load(None, &[("MIOSA_ROOT_KEY", key)]).unwrap();
-        assert!(!format!("{c:?}").contains(key));
+        let (new, old) = ("ab".repeat(32), "cd".repeat(32));
+        let c = load(
+            None,
+            &[
+                ("MIOSA_ROOT_KEY", key),
+                ("MIOSA_MASTER_KEY", &new),
+                ("MIOSA_PREVIOUS_MASTER_KEYS", &old),
+            ],
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        for secret in [key, new.as_str(), old.as_str()] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(c.previous_master_keys.expose().as_slice(), [old]);
+    }
+
+    #[test]
+    fn previous_master_keys_need_a_master_key() {
+        let old = "cd".repeat(32);
+        let e = load(None, &[("MIOSA_PREVIOUS_MASTER_KEYS", &old)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("previous_master_keys"), "{e}");
+        let e = load(
+            None,
+            &[
+                ("MIOSA_MASTER_KEY", &"ab".repeat(32)),
+                ("MIOSA_PREVIOUS_MASTER_KEYS", "nothex"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("previous_master_keys") && !e.contains("nothex"),
+            "{e}"
+        );
     }
 }

@@ -195,12 +195,40 @@ fn load_pepper(config: &Config, database_initialised: bool) -> anyhow::Result<Pe
 /// replica with the wrong key refuses to start instead of failing every
 /// proxied request.
 pub async fn vault(config: &Config, store: &dyn Store) -> anyhow::Result<miosa_vault::KeyRing> {
-    let ring = miosa_vault::KeyRing::load(
+    let ring = key_ring(config)?;
+    ring.check_in_use(&store.kek_ids_in_use().await?)?;
+    // Every replica seals under the key the database records; the first
+    // server to start (or the first after an upgrade) records its own.
+    let sealing = store.claim_sealing_kek(&ring.current_id()).await?;
+    if !ring.holds(&sealing) {
+        anyhow::bail!(
+            "new secrets are sealed under master key {sealing}, which this server was not given \
+             (it has {}); start it with that key as MIOSA_MASTER_KEY or in \
+             MIOSA_PREVIOUS_MASTER_KEYS",
+            ring.key_ids().join(", ")
+        );
+    }
+    if sealing != ring.current_id() {
+        tracing::info!(
+            sealing = %sealing,
+            configured = %ring.current_id(),
+            "sealing new secrets under the database's master key until `miosa admin rotate-master-key` moves everything to the configured one"
+        );
+    }
+    Ok(ring)
+}
+
+/// The master keys this process holds: the configured key (or the key
+/// files) plus any previous keys.
+pub fn key_ring(config: &Config) -> anyhow::Result<miosa_vault::KeyRing> {
+    Ok(miosa_vault::KeyRing::load(
         config.master_key.as_ref().map(|k| k.expose().as_str()),
         &config.data_dir,
-    )?;
-    ring.check_in_use(&store.kek_ids_in_use().await?)?;
-    Ok(ring)
+    )?
+    .with_previous(
+        config.previous_master_keys.expose(),
+        "MIOSA_PREVIOUS_MASTER_KEYS",
+    )?)
 }
 
 /// The key placeholders are derived with: from the pepper, so every replica

@@ -250,10 +250,22 @@ async fn rotate_a_configured_master_key() {
     let old = KeyRing::load(Some(&old_hex), &env.data_dir()).unwrap();
     let written = write_secrets(store.as_ref(), &old, 3).await;
 
-    // Both keys are needed.
+    // With only the configured key, a rotation moves everything to it: the
+    // legacy values are re-sealed bound to their secret, and the key is
+    // recorded as the one to seal under. A second run has nothing to do.
+    let (code, out, err) = miosa(&env, &["admin", "rotate-master-key"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("re-sealed 3 values"), "{out}");
+    assert_eq!(store.sealing_kek().await.unwrap(), Some(old.current_id()));
+    assert!(store.legacy_sealed_versions(10).await.unwrap().is_empty());
+    assert_all_open(store.as_ref(), &old, &written).await;
     let (code, _, err) = miosa(&env, &["admin", "rotate-master-key"], &[]);
     assert_ne!(code, 0);
-    assert!(err.contains("MIOSA_NEW_MASTER_KEY"), "{err}");
+    assert!(
+        err.contains("already under the configured master key")
+            && err.contains("MIOSA_PREVIOUS_MASTER_KEYS"),
+        "{err}"
+    );
     let (code, _, err) = miosa(
         &env,
         &["admin", "rotate-master-key"],
@@ -278,6 +290,7 @@ async fn rotate_a_configured_master_key() {
         out.contains("set MIOSA_MASTER_KEY to the value of MIOSA_NEW_MASTER_KEY on every replica"),
         "{out}"
     );
+    assert_eq!(store.sealing_kek().await.unwrap(), Some(new.current_id()));
     assert!(!out.contains(&new_hex) && !err.contains(&new_hex));
     assert!(!env.data_dir().join(KEY_FILE).exists(), "no key file made");
     assert_all_open(store.as_ref(), &new, &written).await;
@@ -289,6 +302,120 @@ async fn rotate_a_configured_master_key() {
         .check_in_use(&store.kek_ids_in_use().await.unwrap())
         .unwrap_err();
     assert!(e.to_string().contains(&new.current_id()), "{e}");
+}
+
+/// A server on `first`'s PostgreSQL database with a data dir of its own and
+/// these variables (the pepper is shared, as replicas must).
+async fn replica(
+    first: &TestEnv,
+    vars: &[(&str, &str)],
+) -> (anyhow::Result<miosa::server::Server>, TestEnv) {
+    let mut env = TestEnv::new(Backend::Sqlite).await; // a fresh data dir only
+    env.vars.insert(
+        "MIOSA_DATABASE_URL".into(),
+        first.pg.as_ref().unwrap().url.clone(),
+    );
+    let pepper = std::fs::read_to_string(first.data_dir().join("api-key-pepper")).unwrap();
+    env.vars.insert("MIOSA_API_KEY_PEPPER".into(), pepper);
+    env.vars.insert("MIOSA_SANDBOXES".into(), "false".into());
+    for (k, v) in vars {
+        env.vars.insert((*k).into(), (*v).into());
+    }
+    let server = miosa::server::start(&env.config()).await;
+    (server, env)
+}
+
+/// The rolling rotation of a configured master key across replicas: every
+/// replica first gets the new key with the old one as previous, then one
+/// rotation moves everything; no value is ever sealed under a key that
+/// goes away, and replicas keep starting at every step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_a_configured_master_key_across_replicas() {
+    let (old_hex, new_hex) = ("c3".repeat(32), "d4".repeat(32));
+    let old_id = KeyRing::load(Some(&old_hex), Path::new("/nonexistent"))
+        .unwrap()
+        .current_id();
+    let new_ring = KeyRing::load(Some(&new_hex), Path::new("/nonexistent")).unwrap();
+    let new_id = new_ring.current_id();
+    let mut env = TestEnv::new(Backend::Postgres).await;
+    env.vars.insert("MIOSA_MASTER_KEY".into(), old_hex.clone());
+    env.vars.insert("MIOSA_SANDBOXES".into(), "false".into());
+    let mut a = TestServer::start_in(env).await;
+    let store = open_store(&a.env).await;
+    let tenant = a.admin.me().await.unwrap().tenant_id.unwrap();
+    let mut written = HashMap::new();
+    let id = set_secret(&a.admin, "first", "sk-first-0123456789").await;
+    written.insert(id, (tenant.clone(), "sk-first-0123456789".to_owned()));
+
+    // Step 1: a replica with the new key and the old one as previous starts
+    // and still seals under the old key, which every replica holds.
+    let new_with_old = [
+        ("MIOSA_MASTER_KEY", new_hex.as_str()),
+        ("MIOSA_PREVIOUS_MASTER_KEYS", old_hex.as_str()),
+    ];
+    let (b, b_env) = replica(&a.env, &new_with_old).await;
+    let b = b.expect("a replica with the new key and the old one starts");
+    let on_b = miosa_client::Client::new(b.url(), Some(a.admin_key.clone()));
+    let id = set_secret(&on_b, "second", "sk-second-0123456789").await;
+    written.insert(id, (tenant.clone(), "sk-second-0123456789".to_owned()));
+    assert_eq!(store.kek_ids_in_use().await.unwrap(), vec![old_id.clone()]);
+    assert_eq!(store.sealing_kek().await.unwrap(), Some(old_id.clone()));
+    // The new key alone cannot read what is stored: that replica refuses.
+    let (c, _c_env) = replica(&a.env, &[("MIOSA_MASTER_KEY", &new_hex)]).await;
+    let e = c
+        .err()
+        .expect("a replica without the old key refuses to start");
+    assert!(e.to_string().contains(&old_id), "{e}");
+
+    // Step 2: one rotation, run with the replica's configuration.
+    let (code, out, err) = miosa(&b_env, &["admin", "rotate-master-key"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("rewrapped 2 secret versions under {new_id}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("MIOSA_PREVIOUS_MASTER_KEYS can be dropped"),
+        "{out}"
+    );
+    for text in [&out, &err] {
+        assert!(!text.contains(&new_hex) && !text.contains(&old_hex));
+    }
+    assert_eq!(store.kek_ids_in_use().await.unwrap(), vec![new_id.clone()]);
+    assert_eq!(store.sealing_kek().await.unwrap(), Some(new_id.clone()));
+
+    // A replica still on the old key alone seals nothing any more: it
+    // answers 503 rather than store a value under a key about to go away.
+    let e = a
+        .admin
+        .set_secret(
+            &serde_json::json!({"name": "late", "value": "sk-late-0123456789",
+                                         "scope": "tenant", "expose_as_env": "LATE"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(503), "{e}");
+    assert!(e.to_string().contains("master_key_unavailable"), "{e}");
+    assert_eq!(store.kek_ids_in_use().await.unwrap(), vec![new_id.clone()]);
+    let id = set_secret(&on_b, "third", "sk-third-0123456789").await;
+    written.insert(id, (tenant.clone(), "sk-third-0123456789".to_owned()));
+
+    // Step 3: replicas restart with the new key only, and keep starting;
+    // one with only the old key cannot.
+    a.stop().await;
+    let (a2, _a2_env) = replica(&a.env, &[("MIOSA_MASTER_KEY", &new_hex)]).await;
+    let a2 = a2.expect("the new key alone now opens everything");
+    let on_a2 = miosa_client::Client::new(a2.url(), Some(a.admin_key.clone()));
+    let id = set_secret(&on_a2, "fourth", "sk-fourth-0123456789").await;
+    written.insert(id, (tenant.clone(), "sk-fourth-0123456789".to_owned()));
+    let (stale, _stale_env) = replica(&a.env, &[("MIOSA_MASTER_KEY", &old_hex)]).await;
+    assert!(stale.is_err(), "the old key alone cannot start any more");
+    assert_eq!(
+        assert_all_open(store.as_ref(), &new_ring, &written).await,
+        4
+    );
+    a2.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 /// `n` proxied-request rows for `tenant`, statuses 401, 402, ….

@@ -198,10 +198,11 @@ async fn admin_tenant_create_talks_to_the_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_serve_processes_on_postgres_share_keys() {
     let mut env_a = TestEnv::new(Backend::Postgres).await;
-    let pepper = "ef".repeat(32);
+    let (pepper, master) = ("ef".repeat(32), "9a".repeat(32));
     env_a
         .vars
         .insert("MIOSA_API_KEY_PEPPER".into(), pepper.clone());
+    env_a.vars.insert("MIOSA_MASTER_KEY".into(), master.clone());
     let a = serve(&env_a);
     let mut env_b = TestEnv::new(Backend::Sqlite).await;
     env_b.vars.insert(
@@ -209,6 +210,24 @@ async fn two_serve_processes_on_postgres_share_keys() {
         env_a.pg.as_ref().unwrap().url.clone(),
     );
     env_b.vars.insert("MIOSA_API_KEY_PEPPER".into(), pepper);
+    // A replica with a master key of its own would seal secrets the others
+    // cannot read: it refuses to start, naming the key it needs.
+    let mut own = std::process::Command::new(env!("CARGO_BIN_EXE_miosa"));
+    let out = own
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(&env_b.vars)
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("new secrets are sealed under master key kek_"),
+        "{err}"
+    );
+    assert!(!err.contains(&master), "{err}");
+    env_b.vars.insert("MIOSA_MASTER_KEY".into(), master);
     let b = serve(&env_b);
 
     // Find the admin key from A's banner only after stopping it, so create a

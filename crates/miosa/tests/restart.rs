@@ -54,8 +54,9 @@ fn pepper_of(env: &TestEnv) -> String {
     std::fs::read_to_string(env.data_dir().join("api-key-pepper")).unwrap()
 }
 
-/// A second replica with its own data dir on the same PostgreSQL database;
-/// the env is returned so its data dir lives as long as the server.
+/// A second replica with its own data dir on the same PostgreSQL database
+/// and the same master key (as replicas must have); the env is returned so
+/// its data dir lives as long as the server.
 async fn replica_of(
     first: &TestEnv,
     pepper: Option<String>,
@@ -65,6 +66,10 @@ async fn replica_of(
         "MIOSA_DATABASE_URL".into(),
         first.pg.as_ref().unwrap().url.clone(),
     );
+    let master = std::fs::read_to_string(first.data_dir().join("master-key"))
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_else(|_| "5e".repeat(32));
+    env.vars.insert("MIOSA_MASTER_KEY".into(), master);
     if let Some(p) = pepper {
         env.vars.insert("MIOSA_API_KEY_PEPPER".into(), p);
     }
