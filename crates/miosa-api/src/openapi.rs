@@ -8,8 +8,8 @@ use utoipa::{
 };
 
 use crate::routes::{
-    api_keys, audit, health, me, sandbox_credentials, sandbox_exec, sandbox_files, sandbox_pty,
-    sandboxes, secrets, settings, tenants, workspaces,
+    api_keys, audit, audit_checkpoints, health, me, sandbox_credentials, sandbox_exec,
+    sandbox_files, sandbox_pty, sandboxes, secrets, settings, tenants, workspaces,
 };
 
 /// `?limit=` and `?cursor=` on every list.
@@ -150,6 +150,7 @@ impl Modify for BearerAuth {
         settings::update,
         audit::list,
         audit::export,
+        audit_checkpoints::list,
     ),
     modifiers(&BearerAuth),
     tags(

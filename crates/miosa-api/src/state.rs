@@ -19,6 +19,8 @@ pub struct AppState {
     pub sandboxes: Option<Arc<Sandboxes>>,
     pub secrets: Arc<Secrets>,
     pub audit: AuditLog,
+    /// The master keys: for the public keys of audit checkpoints.
+    pub vault: Arc<miosa_vault::KeyRing>,
 }
 
 impl AppState {

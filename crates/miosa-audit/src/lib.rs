@@ -1,30 +1,76 @@
 //! The audit log writer.
 //!
-//! Rows come from two places: the egress proxy (one per proxied request, at
-//! thousands per second, so they are queued and written in batches by one
-//! background task) and API actions (written at once, so the caller knows the
-//! row exists when the response is sent). Either way the store links each row
-//! into its tenant's hash chain inside the append transaction.
+//! Rows come from three places, all written by one background task that
+//! links them into their tenants' hash chains inside the store's append
+//! transaction:
+//!
+//! - requests carrying a secret: the proxy waits for the row to be
+//!   durable ([`AuditLog::append_durable`]) before it forwards anything;
+//!   rows arriving together share one transaction (group commit). Their
+//!   status, byte counts and duration follow as a completion;
+//! - other proxied requests: queued ([`AuditLog::record`]) and written in
+//!   batches; while the database is down they wait in a bounded backlog,
+//!   and once that is full the proxy is refused ([`AuditLog::admit`])
+//!   rather than a row dropped;
+//! - API actions: written at once ([`AuditLog::append`]).
+//!
+//! [`checkpoint`] signs each tenant's chain head with a key the database
+//! does not hold.
 #![forbid(unsafe_code)]
 
+pub mod checkpoint;
+
+use std::collections::VecDeque;
 use std::sync::{
-    atomic::{AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicU64, Ordering},
     Arc,
 };
 use std::time::Duration;
 
-use miosa_core::AuditEntry;
+use miosa_core::{AuditCompletion, AuditEntry};
 use miosa_store::{Store, StoreResult};
 use tokio::sync::{mpsc, oneshot};
 
+pub use checkpoint::Checkpointer;
+
 /// Most rows written in one transaction.
 const BATCH: usize = 1000;
-/// Rows queued before `record` starts refusing (and counting) new ones.
+/// Rows queued (and, during an outage, held) before `admit` starts
+/// refusing new requests.
 const QUEUE: usize = 100_000;
+/// How long `admit` waits for room before refusing, when the database is
+/// answering but behind.
+const ADMIT_WAIT: Duration = Duration::from_secs(10);
+/// Retries of a backlog while the database does not answer: from this...
+const RETRY_MIN: Duration = Duration::from_millis(50);
+/// ...doubling up to this, for as long as it takes.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The crate's one error type.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The log cannot take a row now (the database does not write, or the
+    /// backlog is full): the request it would describe must not go out.
+    #[error("the audit log is unavailable")]
+    Unavailable,
+    #[error(transparent)]
+    Store(#[from] miosa_store::StoreError),
+    #[error(transparent)]
+    Vault(#[from] miosa_vault::VaultError),
+}
+
+/// Shorthand for the refusal.
+const UNAVAILABLE: AuditError = AuditError::Unavailable;
 
 enum Msg {
     Entry(Box<AuditEntry>),
+    Complete(Box<AuditCompletion>),
     Flush(oneshot::Sender<()>),
+}
+
+struct Durable {
+    entry: Box<AuditEntry>,
+    done: oneshot::Sender<Result<(), AuditError>>,
 }
 
 /// Handle to the audit log; cheap to clone.
@@ -32,6 +78,9 @@ enum Msg {
 pub struct AuditLog {
     store: Arc<dyn Store>,
     tx: mpsc::Sender<Msg>,
+    durable: mpsc::Sender<Durable>,
+    /// False while the database does not answer the writer.
+    healthy: Arc<AtomicBool>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -42,31 +91,57 @@ impl AuditLog {
         Self::start_with_queue(store, QUEUE)
     }
 
-    /// As [`AuditLog::start`], with room for `queue` rows before `ready`
+    /// As [`AuditLog::start`], with room for `queue` rows before `admit`
     /// waits.
     pub fn start_with_queue(
         store: Arc<dyn Store>,
         queue: usize,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(queue.max(1));
-        let task = tokio::spawn(writer(Arc::clone(&store), rx));
+        let (durable, durable_rx) = mpsc::channel(BATCH * 4);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let writer = Writer {
+            store: Arc::clone(&store),
+            rx,
+            durable_rx,
+            healthy: Arc::clone(&healthy),
+            max_backlog: queue.max(1),
+            backlog: VecDeque::new(),
+            completions: Vec::new(),
+            waiters: Vec::new(),
+        };
+        let task = tokio::spawn(writer.run());
         (
             Self {
                 store,
                 tx,
+                durable,
+                healthy,
                 dropped: Arc::new(AtomicU64::new(0)),
             },
             task,
         )
     }
 
-    /// Queues a row without waiting (for the egress proxy). Callers should
-    /// await [`AuditLog::ready`] before the work the row describes, so the
-    /// queue has room; if it is full anyway, the row waits in a task of its
-    /// own rather than being lost. Only a stopped writer loses rows (counted
-    /// in [`AuditLog::dropped`] and logged).
+    /// Queues a row without waiting. Callers should first [`admit`] the
+    /// work the row describes, so the queue has room; if it is full anyway,
+    /// the row waits in a task of its own rather than being lost. Only a
+    /// stopped writer loses rows (counted in [`AuditLog::dropped`], logged).
+    ///
+    /// [`admit`]: AuditLog::admit
     pub fn record(&self, entry: AuditEntry) {
-        match self.tx.try_send(Msg::Entry(Box::new(entry))) {
+        self.send(Msg::Entry(Box::new(entry)));
+    }
+
+    /// Queues the completion of a row written by [`append_durable`].
+    ///
+    /// [`append_durable`]: AuditLog::append_durable
+    pub fn complete(&self, completion: AuditCompletion) {
+        self.send(Msg::Complete(Box::new(completion)));
+    }
+
+    fn send(&self, msg: Msg) {
+        match self.tx.try_send(msg) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(msg)) => {
                 let tx = self.tx.clone();
@@ -86,15 +161,37 @@ impl AuditLog {
         }
     }
 
-    /// Resolves once the queue has room for another row: backpressure for
-    /// the egress proxy, which awaits it before each request, so a database
-    /// slower than the traffic slows the traffic instead of losing rows.
-    pub async fn ready(&self) {
+    /// Whether the log can take the row of a request about to start: at
+    /// once when the queue has room; otherwise it waits for room (a writer
+    /// behind the traffic slows the traffic), unless the database does not
+    /// answer, and refuses after [`ADMIT_WAIT`].
+    pub async fn admit(&self) -> Result<(), AuditError> {
         if self.tx.capacity() > 0 {
-            return;
+            return Ok(());
         }
-        // A permit is a free slot; dropping it returns the slot.
-        let _ = self.tx.reserve().await;
+        if !self.healthy.load(Ordering::Relaxed) {
+            return Err(UNAVAILABLE);
+        }
+        match tokio::time::timeout(ADMIT_WAIT, self.tx.reserve()).await {
+            // A permit is a free slot; dropping it returns the slot.
+            Ok(Ok(_permit)) => Ok(()),
+            _ => Err(UNAVAILABLE),
+        }
+    }
+
+    /// Writes a deferred row (`entry.deferred`) and returns once it is
+    /// committed; rows that arrive together share a transaction. Fails
+    /// (closed) when the database cannot take it.
+    pub async fn append_durable(&self, entry: AuditEntry) -> Result<(), AuditError> {
+        let (done, wait) = oneshot::channel();
+        let msg = Durable {
+            entry: Box::new(entry),
+            done,
+        };
+        if self.durable.send(msg).await.is_err() {
+            return Err(UNAVAILABLE);
+        }
+        wait.await.unwrap_or(Err(UNAVAILABLE))
     }
 
     /// Writes one row now (for API actions).
@@ -114,7 +211,9 @@ impl AuditLog {
         }
     }
 
-    /// Waits until every row queued before this call is written (or given up).
+    /// Waits until every row and completion queued before this call is
+    /// written (or given up as bad), however long an outage lasts; bound it
+    /// with a timeout where that matters.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Msg::Flush(done)).await.is_ok() {
@@ -122,9 +221,14 @@ impl AuditLog {
         }
     }
 
-    /// Rows lost because the queue was full.
+    /// Rows lost because the writer had stopped.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Whether the database answered the writer's last attempt.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
     }
 }
 
@@ -132,195 +236,223 @@ fn lost(dropped: &AtomicU64, msg: Msg) {
     let n = dropped.fetch_add(1, Ordering::Relaxed) + 1;
     let row = match msg {
         Msg::Entry(r) => Some(r.id),
+        Msg::Complete(c) => Some(c.id),
         Msg::Flush(_) => None,
     };
     tracing::error!(dropped_total = n, row = ?row, "audit writer stopped; row lost");
 }
 
-async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>) {
-    let mut msgs = Vec::with_capacity(BATCH);
-    loop {
-        msgs.clear();
-        if rx.recv_many(&mut msgs, BATCH).await == 0 {
-            return;
-        }
-        let mut rows = Vec::with_capacity(msgs.len());
-        let mut waiters = Vec::new();
-        for m in msgs.drain(..) {
-            match m {
-                Msg::Entry(e) => rows.push(*e),
-                Msg::Flush(w) => waiters.push(w),
+/// The background writer's state.
+struct Writer {
+    store: Arc<dyn Store>,
+    rx: mpsc::Receiver<Msg>,
+    durable_rx: mpsc::Receiver<Durable>,
+    healthy: Arc<AtomicBool>,
+    max_backlog: usize,
+    /// Queued rows not yet written (kept across an outage).
+    backlog: VecDeque<AuditEntry>,
+    completions: Vec<AuditCompletion>,
+    /// Flushes waiting for the backlog to empty.
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        let mut delay = Duration::ZERO;
+        let mut open = (true, true);
+        loop {
+            let mut durables = Vec::new();
+            let retry = !self.backlog.is_empty() || !self.completions.is_empty();
+            let room = self.backlog.len() < self.max_backlog;
+            if !open.0 && !open.1 && !retry {
+                for w in self.waiters.drain(..) {
+                    let _ = w.send(());
+                }
+                return;
+            }
+            // Durable rows first; queued ones while the backlog has room;
+            // with a backlog, wake up to retry it.
+            tokio::select! {
+                biased;
+                d = self.durable_rx.recv(), if open.0 => match d {
+                    Some(d) => durables.push(d),
+                    None => open.0 = false,
+                },
+                n = recv_some(&mut self.rx, BATCH), if open.1 && room => match n {
+                    Some(msgs) => self.take(msgs),
+                    None => open.1 = false,
+                },
+                () = tokio::time::sleep(delay), if retry => {}
+            }
+            while durables.len() < BATCH {
+                match self.durable_rx.try_recv() {
+                    Ok(d) => durables.push(d),
+                    Err(_) => break,
+                }
+            }
+            if open.1 && self.backlog.len() < self.max_backlog {
+                let mut msgs = Vec::new();
+                while msgs.len() < BATCH {
+                    match self.rx.try_recv() {
+                        Ok(m) => msgs.push(m),
+                        Err(_) => break,
+                    }
+                }
+                self.take(msgs);
+            }
+            if self.write(durables).await {
+                // Drain a remaining backlog without pausing.
+                delay = Duration::ZERO;
+            } else {
+                delay = (delay * 2).clamp(RETRY_MIN, RETRY_MAX);
+            }
+            if self.backlog.is_empty() && self.completions.is_empty() {
+                for w in self.waiters.drain(..) {
+                    let _ = w.send(());
+                }
             }
         }
-        if !rows.is_empty() {
-            write_with_retry(store.as_ref(), &rows).await;
+    }
+
+    fn take(&mut self, msgs: Vec<Msg>) {
+        for m in msgs {
+            match m {
+                Msg::Entry(e) => self.backlog.push_back(*e),
+                Msg::Complete(c) => self.completions.push(*c),
+                Msg::Flush(w) => self.waiters.push(w),
+            }
         }
-        for w in waiters {
-            let _ = w.send(());
+    }
+
+    /// Writes the durable rows and a batch of the backlog in one
+    /// transaction, then the completions. Returns false while the database
+    /// cannot write (durable rows then fail at once; queued ones stay).
+    async fn write(&mut self, durables: Vec<Durable>) -> bool {
+        let queued = self.backlog.len().min(BATCH);
+        if !durables.is_empty() || queued > 0 {
+            let mut rows: Vec<AuditEntry> = durables.iter().map(|d| (*d.entry).clone()).collect();
+            rows.extend(self.backlog.iter().take(queued).cloned());
+            match self.store.append_audit(&rows).await {
+                Ok(_) => {
+                    for d in durables {
+                        let _ = d.done.send(Ok(()));
+                    }
+                    self.backlog.drain(..queued);
+                }
+                Err(err) if bad_row(&err) => {
+                    // A row in the batch is bad (unknown tenant, repeated
+                    // ID): each row on its own, so only a bad one is given
+                    // up.
+                    tracing::warn!(error = %err, rows = rows.len(), "audit batch refused; writing its rows one by one");
+                    if !self.one_by_one(durables, queued).await {
+                        return false;
+                    }
+                }
+                Err(err) => {
+                    self.set_healthy(false, &err.to_string());
+                    for d in durables {
+                        let _ = d.done.send(Err(UNAVAILABLE));
+                    }
+                    return false;
+                }
+            }
+        }
+        if !self.completions.is_empty() {
+            let done = self.completions.len().min(BATCH);
+            match self.store.complete_audit(&self.completions[..done]).await {
+                Ok(()) => {}
+                Err(err) if bad_row(&err) => {
+                    tracing::error!(error = %err, completions = done, "audit completions refused; given up");
+                }
+                Err(err) => {
+                    self.set_healthy(false, &err.to_string());
+                    return false;
+                }
+            }
+            self.completions.drain(..done);
+        }
+        self.set_healthy(true, "");
+        true
+    }
+
+    /// Writes the durable rows and `queued` backlog rows one at a time:
+    /// a bad row is logged with its ID and given up; an outage stops the
+    /// walk (false), failing the durable rows not written and keeping the
+    /// queued ones.
+    async fn one_by_one(&mut self, durables: Vec<Durable>, queued: usize) -> bool {
+        let mut durables = durables.into_iter();
+        while let Some(d) = durables.next() {
+            match self.one(&d.entry).await {
+                Ok(written) => {
+                    let _ = d.done.send(if written { Ok(()) } else { Err(UNAVAILABLE) });
+                }
+                Err(err) => {
+                    self.set_healthy(false, &err);
+                    let _ = d.done.send(Err(UNAVAILABLE));
+                    for d in durables {
+                        let _ = d.done.send(Err(UNAVAILABLE));
+                    }
+                    return false;
+                }
+            }
+        }
+        for _ in 0..queued {
+            let Some(e) = self.backlog.front().cloned() else {
+                break;
+            };
+            match self.one(&e).await {
+                Ok(_) => {
+                    self.backlog.pop_front();
+                }
+                Err(err) => {
+                    self.set_healthy(false, &err);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Writes one row: `Ok(true)` written, `Ok(false)` refused as bad (and
+    /// logged), `Err` when the database cannot write at all.
+    async fn one(&self, entry: &AuditEntry) -> Result<bool, String> {
+        match self.store.append_audit(std::slice::from_ref(entry)).await {
+            Ok(_) => Ok(true),
+            Err(e) if bad_row(&e) => {
+                tracing::error!(error = %e, row = %entry.id, action = %entry.action, "audit row refused by the database; given up");
+                Ok(false)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn set_healthy(&self, healthy: bool, cause: &str) {
+        let was = self.healthy.swap(healthy, Ordering::Relaxed);
+        if was != healthy {
+            if healthy {
+                tracing::info!("audit log writes again");
+            } else {
+                tracing::error!(error = %cause, backlog = self.backlog.len(), "the database does not take audit rows; requests carrying secrets are refused until it does");
+            }
         }
     }
 }
 
-/// Writes a batch. While the database is unreachable the whole batch is
-/// retried with backoff (about a minute in all, so an outage does not stall
-/// the writer forever); when the database answers but the batch still
-/// fails, a row in it is bad, so the batch is split until the bad row is
-/// isolated and only that row is given up (logged with its ID).
-async fn write_with_retry(store: &dyn Store, rows: &[AuditEntry]) {
-    let mut delay = Duration::from_millis(50);
-    for attempt in 1..=12 {
-        let err = match store.append_audit(rows).await {
-            Ok(_) => return,
-            Err(e) => e,
-        };
-        if store.ping().await.is_ok() {
-            if rows.len() == 1 {
-                tracing::error!(error = %err, row = %rows[0].id, "audit row refused by the database; given up");
-                return;
-            }
-            let (a, b) = rows.split_at(rows.len() / 2);
-            Box::pin(write_with_retry(store, a)).await;
-            Box::pin(write_with_retry(store, b)).await;
-            return;
-        }
-        tracing::warn!(error = %err, attempt, rows = rows.len(), "audit batch write failed; retrying");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
-    }
-    let ids: Vec<String> = rows.iter().map(|r| r.id.to_string()).collect();
-    tracing::error!(rows = ?ids, "audit batch given up after retries");
+/// Whether the store refused the data rather than failed to write: such a
+/// row will never be written, while anything else (a lost connection, a
+/// locked or read-only database) may pass on a later attempt.
+fn bad_row(e: &miosa_store::StoreError) -> bool {
+    matches!(
+        e,
+        miosa_store::StoreError::Conflict { .. } | miosa_store::StoreError::MissingReference { .. }
+    )
+}
+
+/// The next messages (at least one), or `None` once the channel is closed.
+async fn recv_some(rx: &mut mpsc::Receiver<Msg>, max: usize) -> Option<Vec<Msg>> {
+    let mut msgs = Vec::new();
+    (rx.recv_many(&mut msgs, max).await > 0).then_some(msgs)
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-    use miosa_core::audit::{action, ChainVerifier};
-    use miosa_core::{AuditId, NewApiKey, Outcome, Tenant, TenantId};
-
-    async fn store() -> (tempfile::TempDir, Arc<dyn Store>, TenantId) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("a.db").display());
-        let store = miosa_store_sqlite::SqliteStore::connect(&url)
-            .await
-            .unwrap();
-        let pepper = miosa_core::Pepper::generate().unwrap();
-        let (tenant, key) = fixture(&pepper);
-        store.create_tenant(&tenant, &key).await.unwrap();
-        (dir, Arc::new(store), tenant.id)
-    }
-
-    fn fixture(pepper: &miosa_core::Pepper) -> (Tenant, NewApiKey) {
-        let tenant = Tenant {
-            id: TenantId::generate(),
-            name: "acme".into(),
-            created_at: miosa_core::time_util::now(),
-        };
-        let (key, _plain) = miosa_core::issue_key(
-            &tenant.id,
-            "first".into(),
-            miosa_core::KeyScope::Admin,
-            pepper,
-        )
-        .unwrap();
-        (tenant, key)
-    }
-
-    fn entry(tenant: &TenantId) -> AuditEntry {
-        AuditEntry {
-            id: AuditId::generate(),
-            tenant_id: tenant.clone(),
-            time: miosa_core::time_util::now(),
-            action: action::EGRESS_REQUEST.into(),
-            actor: None,
-            target: None,
-            sandbox_id: None,
-            workspace_id: None,
-            owner_user_id: None,
-            external_user_id: Some("u1".into()),
-            external_workspace_id: None,
-            external_project_id: None,
-            request: None,
-            credential: None,
-            outcome: Outcome::Success,
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_full_queue_delays_rows_but_loses_none() {
-        let (_dir, store, tenant) = store().await;
-        let (log, _task) = AuditLog::start_with_queue(Arc::clone(&store), 4);
-        for _ in 0..300 {
-            log.record(entry(&tenant));
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            log.flush().await;
-            let n = store.audit_chain(&tenant, 0, 1000).await.unwrap().len();
-            if n == 300 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "only {n} of 300 written"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(log.dropped(), 0);
-        // With room again, `ready` does not wait.
-        tokio::time::timeout(Duration::from_secs(5), log.ready())
-            .await
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_bad_row_loses_only_itself() {
-        let (_dir, store, tenant) = store().await;
-        let (log, _task) = AuditLog::start(Arc::clone(&store));
-        let mut ids = Vec::new();
-        for i in 0..10 {
-            if i == 4 {
-                // No such tenant: the database refuses this row.
-                log.record(entry(&TenantId::generate()));
-            }
-            let e = entry(&tenant);
-            ids.push(e.id.clone());
-            log.record(e);
-        }
-        log.flush().await;
-        let chain = store.audit_chain(&tenant, 0, 100).await.unwrap();
-        let written: Vec<_> = chain.iter().map(|e| e.entry.id.clone()).collect();
-        assert_eq!(written, ids);
-    }
-
-    #[tokio::test]
-    async fn queued_rows_are_written_in_order_and_chain() {
-        let (_dir, store, tenant) = store().await;
-        let (log, task) = AuditLog::start(Arc::clone(&store));
-        let ids: Vec<_> = (0..1200)
-            .map(|_| {
-                let e = entry(&tenant);
-                let id = e.id.clone();
-                log.record(e);
-                id
-            })
-            .collect();
-        log.append(entry(&tenant)).await.unwrap();
-        log.flush().await;
-        let chain = store.audit_chain(&tenant, 0, 2000).await.unwrap();
-        assert_eq!(chain.len(), 1201);
-        let mut v = ChainVerifier::default();
-        for ev in &chain {
-            v.check(ev).unwrap();
-        }
-        let queued: Vec<_> = chain
-            .iter()
-            .map(|e| e.entry.id.clone())
-            .filter(|id| ids.contains(id))
-            .collect();
-        assert_eq!(queued, ids, "queued rows keep their order");
-        assert_eq!(log.dropped(), 0);
-        drop(log);
-        task.await.unwrap();
-    }
-}
+mod tests;

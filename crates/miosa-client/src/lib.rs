@@ -277,6 +277,11 @@ impl Client {
         self.get(&format!("/v1/sandboxes/{id}/credentials")).await
     }
 
+    /// `query` is the raw query string without `?` (limit, cursor).
+    pub async fn list_audit_checkpoints(&self, query: &str) -> Result<List<AuditCheckpoint>> {
+        self.get(&with_query("/v1/audit/checkpoints", query)).await
+    }
+
     /// `query` is the raw query string without `?` (filters, limit, cursor).
     pub async fn list_audit(&self, query: &str) -> Result<List<AuditEvent>> {
         self.get(&with_query("/v1/audit", query)).await

@@ -220,8 +220,25 @@ pub struct AuditEvent {
     pub external_project_id: Option<String>,
     pub request: Option<AuditRequest>,
     pub credential: Option<AuditCredential>,
+    /// `success`, `denied`, `error`, or `pending`.
     pub outcome: String,
+    /// The API key that created the row's sandbox.
+    #[serde(default)]
+    pub created_by_key_id: Option<String>,
     pub seq: i64,
     pub prev_hash: String,
     pub hash: String,
+}
+
+/// A signed audit chain head.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct AuditCheckpoint {
+    pub seq: i64,
+    pub hash: String,
+    pub time: String,
+    pub kek_id: String,
+    /// Base64 Ed25519 signature.
+    pub signature: String,
+    /// Base64 Ed25519 public key.
+    pub public_key: Option<String>,
 }

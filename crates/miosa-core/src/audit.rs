@@ -9,7 +9,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::{AuditId, Labels, SandboxId, Secret, SecretId, SecretScope, TenantId, WorkspaceId};
+use crate::{
+    ApiKeyId, AuditId, Labels, SandboxId, Secret, SecretId, SecretScope, TenantId, WorkspaceId,
+};
 
 /// `prev_hash` of a tenant's first row.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -129,6 +131,13 @@ pub struct AuditEntry {
     pub request: Option<AuditRequest>,
     pub credential: Option<AuditCredential>,
     pub outcome: Outcome,
+    /// The API key that created the sandbox the row is about.
+    pub created_by_key_id: Option<ApiKeyId>,
+    /// Appended before the request it records was sent (a request carrying
+    /// a secret is forwarded only once its row is durable): the status,
+    /// byte counts, duration and outcome come later ([`AuditCompletion`])
+    /// and are not covered by the hash; everything else is.
+    pub deferred: bool,
 }
 
 /// A row in the chain.
@@ -139,10 +148,39 @@ pub struct AuditEvent {
     pub seq: i64,
     pub prev_hash: String,
     pub hash: String,
+    /// A deferred row whose completion has not arrived (yet, or ever: the
+    /// server stopped before the request finished).
+    pub pending: bool,
+}
+
+/// What completes a deferred row once its request is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCompletion {
+    pub tenant_id: TenantId,
+    pub id: AuditId,
+    pub status: Option<u16>,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub duration_ms: u64,
+    pub outcome: Outcome,
+}
+
+/// What the hash covers of a proxied request: all of it for an inline row,
+/// what was known before sending for a deferred one.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum CanonicalRequest<'a> {
+    Full(&'a AuditRequest),
+    Intent {
+        method: &'a str,
+        host: &'a str,
+        path: &'a str,
+    },
 }
 
 #[derive(Serialize)]
 struct Canonical<'a> {
+    /// 1: every field; 2: a deferred row (no completion fields).
     v: u8,
     id: &'a str,
     tenant_id: &'a str,
@@ -157,10 +195,15 @@ struct Canonical<'a> {
     external_user_id: Option<&'a str>,
     external_workspace_id: Option<&'a str>,
     external_project_id: Option<&'a str>,
-    request: Option<&'a AuditRequest>,
+    request: Option<CanonicalRequest<'a>>,
     credential: Option<&'a AuditCredential>,
-    outcome: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'a str>,
     prev_hash: &'a str,
+    /// Left out when absent, so rows written before it existed keep their
+    /// hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_by_key_id: Option<&'a str>,
 }
 
 impl AuditEntry {
@@ -183,6 +226,8 @@ impl AuditEntry {
             request: None,
             credential: None,
             outcome,
+            created_by_key_id: None,
+            deferred: false,
         }
     }
 
@@ -204,12 +249,26 @@ impl AuditEntry {
         self
     }
 
+    /// Names the key that created the row's sandbox.
+    pub fn created_by(mut self, key: Option<&ApiKeyId>) -> Self {
+        self.created_by_key_id = key.cloned();
+        self
+    }
+
     /// The hash this entry gets at position `seq` after `prev_hash`:
     /// hex SHA-256 of `prev_hash ‖ "\n" ‖ canonical JSON` (fixed field
     /// order, time as integer microseconds).
     pub fn chain_hash(&self, seq: i64, prev_hash: &str) -> String {
+        let request = self.request.as_ref().map(|r| match self.deferred {
+            false => CanonicalRequest::Full(r),
+            true => CanonicalRequest::Intent {
+                method: &r.method,
+                host: &r.host,
+                path: &r.path,
+            },
+        });
         let canonical = Canonical {
-            v: 1,
+            v: if self.deferred { 2 } else { 1 },
             id: self.id.as_str(),
             tenant_id: self.tenant_id.as_str(),
             seq,
@@ -223,10 +282,11 @@ impl AuditEntry {
             external_user_id: self.external_user_id.as_deref(),
             external_workspace_id: self.external_workspace_id.as_deref(),
             external_project_id: self.external_project_id.as_deref(),
-            request: self.request.as_ref(),
+            request,
             credential: self.credential.as_ref(),
-            outcome: self.outcome.as_str(),
+            outcome: (!self.deferred).then(|| self.outcome.as_str()),
             prev_hash,
+            created_by_key_id: self.created_by_key_id.as_ref().map(ApiKeyId::as_str),
         };
         // Serialising plain strings and integers cannot fail.
         let json = serde_json::to_vec(&canonical).unwrap_or_default();
@@ -245,11 +305,45 @@ impl AuditEntry {
         };
         let hash = self.chain_hash(seq, &prev_hash);
         AuditEvent {
+            pending: self.deferred,
             entry: self,
             seq,
             prev_hash,
             hash,
         }
+    }
+}
+
+/// A tenant's chain head signed with a key the database does not hold (an
+/// Ed25519 key derived from the master key `kek_id`): the CloudTrail digest
+/// idea. Anyone with the public key can check an archived checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCheckpoint {
+    pub tenant_id: TenantId,
+    pub seq: i64,
+    pub hash: String,
+    /// Microsecond precision.
+    pub time: OffsetDateTime,
+    pub kek_id: String,
+    /// Ed25519 over [`AuditCheckpoint::message`].
+    pub signature: Vec<u8>,
+}
+
+impl AuditCheckpoint {
+    /// The bytes signed: a fixed prefix, then tenant, seq, hash and time
+    /// (microseconds), newline-separated.
+    pub fn message(tenant: &TenantId, seq: i64, hash: &str, time: OffsetDateTime) -> Vec<u8> {
+        format!(
+            "miosa-audit-checkpoint-v1\n{}\n{seq}\n{hash}\n{}",
+            tenant.as_str(),
+            time.unix_timestamp_nanos() / 1_000
+        )
+        .into_bytes()
+    }
+
+    /// This checkpoint's signed bytes.
+    pub fn signed_message(&self) -> Vec<u8> {
+        Self::message(&self.tenant_id, self.seq, &self.hash, self.time)
     }
 }
 
@@ -410,6 +504,53 @@ mod tests {
             }),
             credential: None,
             outcome: Outcome::Success,
+            created_by_key_id: None,
+            deferred: false,
+        }
+    }
+
+    /// A row hashed before `created_by_key_id` and `deferred` existed keeps
+    /// its hash (the canonical form written out by hand, as v1 had it).
+    #[test]
+    fn old_rows_keep_their_hash() {
+        let e = entry(action::EGRESS_REQUEST);
+        let v1 = format!(
+            r#"{{"v":1,"id":"{}","tenant_id":"ten_01jdq3x5m8v2k7f4c9n6r1w0ab","seq":7,"time_us":1700000000000000,"action":"egress.request","actor":null,"target":null,"sandbox_id":null,"workspace_id":null,"owner_user_id":null,"external_user_id":"dr_smith@clinic1.example","external_workspace_id":null,"external_project_id":null,"request":{{"method":"GET","host":"api.openai.com","path":"/v1/models","status":401,"bytes_out":0,"bytes_in":10,"duration_ms":3}},"credential":null,"outcome":"success","prev_hash":"{GENESIS_HASH}"}}"#,
+            e.id
+        );
+        let mut h = Sha256::new();
+        h.update(GENESIS_HASH.as_bytes());
+        h.update(b"\n");
+        h.update(v1.as_bytes());
+        assert_eq!(e.chain_hash(7, GENESIS_HASH), hex::encode(h.finalize()));
+    }
+
+    /// A deferred row's hash covers what was known before sending, not the
+    /// completion: completing it leaves the chain intact; changing the
+    /// request, the secret or the deferral itself breaks it.
+    #[test]
+    fn deferred_rows_hash_the_intent() {
+        let mut e = entry(action::EGRESS_REQUEST);
+        e.deferred = true;
+        e.created_by_key_id = Some(ApiKeyId::generate());
+        let linked = e.clone().link(None);
+        assert!(linked.pending);
+        let mut completed = linked.clone();
+        let r = completed.entry.request.as_mut().unwrap();
+        r.status = Some(200);
+        r.bytes_in = 99;
+        r.duration_ms = 42;
+        completed.entry.outcome = Outcome::Error;
+        ChainVerifier::default().check(&completed).unwrap();
+        for change in [
+            |e: &mut AuditEntry| e.request.as_mut().unwrap().host = "evil.example".into(),
+            |e: &mut AuditEntry| e.deferred = false,
+            |e: &mut AuditEntry| e.created_by_key_id = None,
+            |e: &mut AuditEntry| e.external_user_id = Some("someone-else".into()),
+        ] {
+            let mut t = linked.clone();
+            change(&mut t.entry);
+            assert!(ChainVerifier::default().check(&t).is_err());
         }
     }
 

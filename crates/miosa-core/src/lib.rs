@@ -15,7 +15,10 @@ pub mod tenancy;
 pub mod time_util;
 pub mod validate;
 
-pub use audit::{AuditCredential, AuditEntry, AuditEvent, AuditRequest, Outcome};
+pub use audit::{
+    AuditCheckpoint, AuditCompletion, AuditCredential, AuditEntry, AuditEvent, AuditRequest,
+    Outcome,
+};
 pub use error::{CoreError, FieldError};
 pub use id::{ApiKeyId, AuditId, SandboxId, SecretId, TenantId, WorkspaceId};
 pub use keys::{ApiKeyKind, KeyHash, Pepper, PlainApiKey};

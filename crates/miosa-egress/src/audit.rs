@@ -11,9 +11,11 @@ use std::{
     time::Instant,
 };
 
-use miosa_core::{audit::action, AuditCredential, AuditEntry, AuditRequest, Outcome};
+use miosa_core::{
+    audit::action, AuditCompletion, AuditCredential, AuditEntry, AuditId, AuditRequest, Outcome,
+};
 
-use crate::credential::{AuditSink, Credential, SandboxIdentity};
+use crate::credential::{AuditSink, AuditUnavailable, Credential, SandboxIdentity};
 
 /// The row being built for one request.
 pub(crate) struct Record {
@@ -34,6 +36,10 @@ pub(crate) struct Record {
     /// Set when the attempt turned out to need no row of its own (an
     /// intercepted tunnel: its requests get rows instead).
     silent: AtomicBool,
+    /// The row's ID (a durable row and its completion share it).
+    id: AuditId,
+    /// Set once the row was written durably: the end then completes it.
+    committed: AtomicBool,
 }
 
 const SUCCESS: u8 = 0;
@@ -62,7 +68,20 @@ impl Record {
             bytes_in: AtomicU64::new(0),
             outcome: AtomicU8::new(SUCCESS),
             silent: AtomicBool::new(false),
+            id: AuditId::generate(),
+            committed: AtomicBool::new(false),
         })
+    }
+
+    /// Writes the row as it stands (method, host, path, secret, identity)
+    /// durably, before the request is sent; its end completes it. Fails
+    /// when the audit log cannot take it.
+    pub(crate) async fn commit(&self) -> Result<(), AuditUnavailable> {
+        let mut row = self.row(None, Outcome::Success);
+        row.deferred = true;
+        self.sink.record_durable(row).await?;
+        self.committed.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Names the secret that was substituted (never its value); the first
@@ -104,30 +123,38 @@ impl Record {
         &self.host
     }
 
-    fn entry(&mut self) -> AuditEntry {
-        let id = &self.identity;
-        let status = *self.status.get_mut();
-        let outcome = match *self.outcome.get_mut() {
+    fn outcome(&self) -> Outcome {
+        match self.outcome.load(Ordering::Relaxed) {
             DENIED => Outcome::Denied,
             ERROR => Outcome::Error,
             _ => Outcome::Success,
-        };
-        let mut row = AuditEntry::new(&id.tenant_id, action::EGRESS_REQUEST, outcome).for_sandbox(
-            &id.sandbox_id,
-            id.workspace_id.as_ref(),
-            &id.labels,
-        );
+        }
+    }
+
+    fn duration_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The row with these completion fields (all zero for a durable row
+    /// written before the request is sent).
+    fn row(&self, done: Option<(Option<u16>, u64, u64, u64)>, outcome: Outcome) -> AuditEntry {
+        let (status, bytes_out, bytes_in, duration_ms) = done.unwrap_or((None, 0, 0, 0));
+        let id = &self.identity;
+        let mut row = AuditEntry::new(&id.tenant_id, action::EGRESS_REQUEST, outcome)
+            .for_sandbox(&id.sandbox_id, id.workspace_id.as_ref(), &id.labels)
+            .created_by(id.created_by_key_id.as_ref());
+        row.id = self.id.clone();
         row.time = self.time;
         row.request = Some(AuditRequest {
-            method: std::mem::take(&mut self.method),
-            host: std::mem::take(&mut self.host),
-            path: std::mem::take(&mut self.path),
-            status: (status != 0).then_some(status),
-            bytes_out: *self.bytes_out.get_mut(),
-            bytes_in: *self.bytes_in.get_mut(),
-            duration_ms: u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            method: self.method.clone(),
+            host: self.host.clone(),
+            path: self.path.clone(),
+            status,
+            bytes_out,
+            bytes_in,
+            duration_ms,
         });
-        row.credential = self.credential.take();
+        row.credential = self.credential.get().cloned();
         row
     }
 }
@@ -137,7 +164,29 @@ impl Drop for Record {
         if *self.silent.get_mut() {
             return;
         }
-        let entry = self.entry();
-        self.sink.record(entry);
+        let status = *self.status.get_mut();
+        let status = (status != 0).then_some(status);
+        let (bytes_out, bytes_in) = (*self.bytes_out.get_mut(), *self.bytes_in.get_mut());
+        // No answer reached the sandbox (it hung up, or the proxy shut
+        // down mid-request): not a success.
+        let outcome = match (status, self.outcome()) {
+            (None, Outcome::Success) => Outcome::Error,
+            (_, outcome) => outcome,
+        };
+        if *self.committed.get_mut() {
+            self.sink.complete(AuditCompletion {
+                tenant_id: self.identity.tenant_id.clone(),
+                id: self.id.clone(),
+                status,
+                bytes_out,
+                bytes_in,
+                duration_ms: self.duration_ms(),
+                outcome,
+            });
+        } else {
+            let done = (status, bytes_out, bytes_in, self.duration_ms());
+            let row = self.row(Some(done), outcome);
+            self.sink.record(row);
+        }
     }
 }

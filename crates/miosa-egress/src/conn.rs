@@ -54,11 +54,27 @@ pub(crate) async fn serve(stream: UnixStream, ctx: Arc<SandboxCtx>) {
     let svc = service_fn(move |req| {
         let outer = outer.clone();
         async move {
-            outer.ctx.shared.audit.ready().await;
+            if let Some(refused) = admit(&outer.ctx).await {
+                return Ok::<_, Infallible>(refused);
+            }
             Ok::<_, Infallible>(outer.handle(req).await)
         }
     });
     serve_http(stream, svc, &ctx.stop).await;
+}
+
+/// `None` when the audit log can take the row of the next request; else the
+/// 503 the sandbox gets instead (the request is not sent, and with the log
+/// unable to write, the refusal itself is only logged).
+async fn admit(ctx: &SandboxCtx) -> Option<Response<RespBody>> {
+    ctx.shared.audit.admit().await.err().map(|_| {
+        tracing::warn!(sandbox = %ctx.identity.sandbox_id, "egress refused: the audit log is unavailable");
+        crate::forward::text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("miosa egress: {}\n", EgressError::AuditUnavailable),
+            None,
+        )
+    })
 }
 
 /// Serves HTTP/1.1 (with upgrades) on `io` until it closes or `stop`.
@@ -155,7 +171,7 @@ impl Outer {
         };
         record.set_status(StatusCode::OK.as_u16());
         let ctx = self.ctx.clone();
-        tokio::spawn(
+        self.ctx.tasks.spawn(
             async move {
                 match hyper::upgrade::on(req).await {
                     Ok(upgraded) => tunnel(ctx, TokioIo::new(upgraded), target, record).await,
@@ -287,7 +303,9 @@ where
     let svc = service_fn(move |req| {
         let (ctx, target) = (ctx.clone(), target.clone());
         async move {
-            ctx.shared.audit.ready().await;
+            if let Some(refused) = admit(&ctx).await {
+                return Ok::<_, Infallible>(refused);
+            }
             if let Some(named) = misdirected(&req, &target) {
                 let record = Record::new(
                     ctx.shared.audit.clone(),

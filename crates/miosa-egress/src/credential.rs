@@ -5,7 +5,9 @@
 use std::{fmt, sync::Arc};
 
 use async_trait::async_trait;
-use miosa_core::{AuditEntry, Labels, SandboxId, Secret, TenantId, WorkspaceId};
+use miosa_core::{
+    ApiKeyId, AuditCompletion, AuditEntry, Labels, SandboxId, Secret, TenantId, WorkspaceId,
+};
 use zeroize::Zeroizing;
 
 /// Who a connection belongs to: fixed by the socket it arrived on, never by
@@ -20,6 +22,8 @@ pub struct SandboxIdentity {
     pub workspace_id: Option<WorkspaceId>,
     /// The tenant's attribution labels, copied into every audit row.
     pub labels: Labels,
+    /// The API key that created the sandbox (in every audit row).
+    pub created_by_key_id: Option<ApiKeyId>,
     /// Whether a workspace key created the sandbox (it then resolves only
     /// end-user secrets bound to its workspace, unless the tenant allows
     /// unbound ones).
@@ -78,15 +82,32 @@ pub trait CredentialSource: Send + Sync + 'static {
     async fn credentials(&self, sandbox: &SandboxIdentity) -> Result<Arc<Vec<Credential>>, String>;
 }
 
+/// The audit log could not take a row: the request is not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditUnavailable;
+
+/// A boxed future, for the object-safe sink.
+pub type SinkFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), AuditUnavailable>> + Send + 'a>>;
+
 /// Where the proxy sends its audit rows.
 pub trait AuditSink: Send + Sync + 'static {
-    /// Takes one row. Must not block: the implementation batches.
+    /// Takes one finished row. Must not block: the implementation batches.
     fn record(&self, entry: AuditEntry);
 
-    /// Resolves when the sink can take more rows. The proxy awaits it before
-    /// each request, so a writer that falls behind slows traffic down
-    /// instead of losing rows.
-    fn ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
-        Box::pin(std::future::ready(()))
+    /// Writes a deferred row (`entry.deferred`) and resolves once it is
+    /// durable: a request carrying a secret is forwarded only after that.
+    /// An error fails the request closed (503 `audit_unavailable`).
+    fn record_durable(&self, entry: AuditEntry) -> SinkFuture<'_>;
+
+    /// Completes a row written by [`AuditSink::record_durable`]. Must not
+    /// block.
+    fn complete(&self, completion: AuditCompletion);
+
+    /// Resolves when the sink can take the row of a request about to
+    /// start: a writer that falls behind slows traffic down; one that
+    /// cannot write refuses it rather than lose rows.
+    fn admit(&self) -> SinkFuture<'_> {
+        Box::pin(std::future::ready(Ok(())))
     }
 }

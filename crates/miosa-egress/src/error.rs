@@ -112,6 +112,9 @@ pub enum EgressError {
         /// The port asked for.
         port: u16,
     },
+    /// The audit log cannot take the request's row; it was not forwarded.
+    #[error("audit_unavailable: the audit log cannot take this request's row, so it was not sent")]
+    AuditUnavailable,
     /// The credential source failed; the request was not forwarded.
     #[error("the sandbox's credentials are unavailable")]
     Credentials,
@@ -123,6 +126,7 @@ impl EgressError {
         match self {
             Self::Refused { .. } | Self::PortNotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
+            Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
         }

@@ -121,6 +121,13 @@ async fn exchange(
     } else {
         None
     };
+    // A request that carries a value goes out only once its row is durable.
+    if scrub.is_some() {
+        record
+            .commit()
+            .await
+            .map_err(|_| EgressError::AuditUnavailable)?;
+    }
     // After a request that carried a value, only a WebSocket can be scrubbed
     // frame by frame, and only uncompressed: no other protocol switch.
     let upgrade = upgrade && (scrub.is_none() || is_websocket(&parts.headers));
@@ -242,7 +249,7 @@ fn switch_protocols(
 ) -> Response<RespBody> {
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     let (record, stop) = (record.clone(), ctx.stop.clone());
-    tokio::spawn(
+    ctx.tasks.spawn(
         async move {
             match tokio::join!(client_upgrade, upstream_upgrade) {
                 (Ok(sandbox), Ok(upstream)) => {
@@ -277,7 +284,7 @@ fn switch_to_scrubbed_websocket(
     strip_hop_by_hop(&mut parts.headers, true);
     scrub.headers(&mut parts.headers);
     scrub_reason(&scrub, &mut parts.extensions);
-    tokio::spawn(
+    ctx.tasks.spawn(
         async move {
             match tokio::join!(client_upgrade, upstream_upgrade) {
                 (Ok(sandbox), Ok(upstream)) => {

@@ -17,6 +17,60 @@ use tokio::{
 
 use crate::audit::Record;
 
+/// Counts a sandbox's live tasks (connections, tunnels, upgraded streams),
+/// so detaching can wait for each to end and record its audit row.
+#[derive(Clone, Default)]
+pub(crate) struct Tasks(Arc<TasksInner>);
+
+#[derive(Default)]
+struct TasksInner {
+    live: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+struct Live(Arc<TasksInner>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if self
+            .0
+            .live
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Tasks {
+    /// Spawns `fut`, counted until it ends.
+    pub(crate) fn spawn<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.0
+            .live
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let live = Live(self.0.clone());
+        tokio::spawn(async move {
+            fut.await;
+            drop(live);
+        });
+    }
+
+    /// Resolves once no counted task is running.
+    pub(crate) async fn idle(&self) {
+        loop {
+            let notified = self.0.idle.notified();
+            if self.0.live.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// Resolves once a sandbox is detached (or the proxy is gone).
 #[derive(Clone)]
 pub(crate) struct Shutdown(watch::Receiver<bool>);

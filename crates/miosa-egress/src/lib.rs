@@ -47,6 +47,9 @@ mod ws;
 
 pub use ca::{SandboxCa, CA_VALIDITY, LEAF_VALIDITY};
 pub use config::EgressConfig;
-pub use credential::{AuditSink, Credential, CredentialSource, SandboxIdentity, SecretValue};
+pub use credential::{
+    AuditSink, AuditUnavailable, Credential, CredentialSource, SandboxIdentity, SecretValue,
+    SinkFuture,
+};
 pub use error::EgressError;
 pub use proxy::EgressProxy;

@@ -18,7 +18,7 @@ use crate::{
     ca::SandboxCa,
     conn,
     credential::{AuditSink, CredentialSource, SandboxIdentity},
-    io::Shutdown,
+    io::{Shutdown, Tasks},
     leaf::Leaves,
     pool::Pool,
     target::Resolver,
@@ -43,13 +43,19 @@ pub(crate) struct SandboxCtx {
     pub leaves: Leaves,
     pub pool: Arc<Pool>,
     pub stop: Shutdown,
+    /// Every task serving this sandbox's connections.
+    pub tasks: Tasks,
 }
 
 struct Attached {
     stop: watch::Sender<bool>,
     socket: PathBuf,
     accept: JoinHandle<()>,
+    tasks: Tasks,
 }
+
+/// How long detaching waits for a sandbox's connections to wind down.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// The credential-injecting egress proxy. Each attached sandbox has its own
 /// Unix socket, CA, leaf certificates and upstream connections.
@@ -112,7 +118,9 @@ impl EgressProxy {
         let listener = bind(socket)?;
         let (switch, stop) = Shutdown::new();
         let sandbox_id = identity.sandbox_id.clone();
+        let tasks = Tasks::default();
         let ctx = Arc::new(SandboxCtx {
+            tasks: tasks.clone(),
             shared: self.shared.clone(),
             identity: Arc::new(identity),
             leaves: Leaves::new(ca, self.shared.provider.clone()),
@@ -126,14 +134,15 @@ impl EgressProxy {
                 stop: switch,
                 socket: socket.to_owned(),
                 accept,
+                tasks,
             },
         );
         Ok(())
     }
 
     /// Stops accepting, closes that sandbox's connections (tunnels and
-    /// upstream connections included) and removes the socket file.
-    /// Idempotent.
+    /// upstream connections included), waits for them to end (their audit
+    /// rows are then recorded) and removes the socket file. Idempotent.
     pub async fn detach(&self, sandbox: &SandboxId) {
         let Some(a) = self.lock_attached().remove(sandbox) else {
             return;
@@ -142,7 +151,20 @@ impl EgressProxy {
         if let Err(e) = a.accept.await {
             tracing::warn!(%sandbox, error = %e, "egress accept loop failed");
         }
+        if tokio::time::timeout(DRAIN, a.tasks.idle()).await.is_err() {
+            tracing::warn!(%sandbox, "egress connections did not end in time");
+        }
         remove_socket(&a.socket);
+    }
+
+    /// Detaches every sandbox: closes all connections (their audit rows
+    /// are then recorded) and removes the sockets. For shutdown, before the
+    /// audit log's last flush.
+    pub async fn detach_all(&self) {
+        let ids: Vec<SandboxId> = self.lock_attached().keys().cloned().collect();
+        for id in ids {
+            self.detach(&id).await;
+        }
     }
 
     /// Whether `sandbox` is attached.
@@ -200,7 +222,7 @@ async fn accept_loop(listener: UnixListener, ctx: Arc<SandboxCtx>) {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let span = tracing::debug_span!("egress", sandbox = %ctx.identity.sandbox_id);
-                    tokio::spawn(conn::serve(stream, ctx.clone()).instrument(span));
+                    ctx.tasks.spawn(conn::serve(stream, ctx.clone()).instrument(span));
                 }
                 Err(e) => {
                     // Out of descriptors, most likely: back off a little.

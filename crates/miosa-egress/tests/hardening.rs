@@ -291,3 +291,84 @@ async fn allowed_hosts_name_their_port() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_request_with_a_value_waits_for_its_durable_row() {
+    let h = Harness::start().await;
+    let ph = h.main.placeholder.clone();
+    let mut c = h.https("api.openai.com", 443).await;
+    h.audit
+        .hold
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let req = request("GET", "/echo", "api.openai.com")
+        .header("authorization", format!("Bearer {ph}"))
+        .body(empty())
+        .unwrap();
+    let pending = tokio::spawn(async move { send(&mut c, req).await.0 });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        h.upstream.seen().is_empty(),
+        "nothing leaves before the row is durable"
+    );
+    h.audit
+        .hold
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(pending.await.unwrap(), 200);
+    assert_eq!(h.upstream.seen().len(), 1);
+    let rows = h.audit.wait_for(1).await;
+    assert_eq!(h.audit.durable.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Completed in place: status, bytes, duration and the secret.
+    let r = rows[0].request.as_ref().unwrap();
+    assert_eq!((r.status, r.path.as_str()), (Some(200), "/echo"));
+    assert!(r.bytes_in > 0);
+    assert_eq!(rows[0].credential.as_ref().unwrap().name, "openai");
+    assert!(rows[0].created_by_key_id.is_some());
+
+    // A request without a value keeps the queued path.
+    let mut c = h.https("api.openai.com", 443).await;
+    let req = request("GET", "/", "api.openai.com").body(empty()).unwrap();
+    assert_eq!(send(&mut c, req).await.0, 200);
+    assert_eq!(h.audit.durable.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn without_a_durable_row_nothing_is_sent() {
+    let h = Harness::start().await;
+    let ph = h.main.placeholder.clone();
+    let mut c = h.https("api.openai.com", 443).await;
+    h.audit
+        .fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let req = request("GET", "/echo", "api.openai.com")
+        .header("authorization", format!("Bearer {ph}"))
+        .body(empty())
+        .unwrap();
+    let (status, _, body) = send(&mut c, req).await;
+    assert_eq!(status, 503);
+    assert!(contains(&body, "audit_unavailable"), "{body:?}");
+    assert!(h.upstream.seen().is_empty());
+    // A log that cannot take even queued rows refuses everything.
+    h.audit
+        .refuse
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let req = request("GET", "/", "api.openai.com").body(empty()).unwrap();
+    let (status, _, body) = send(&mut c, req).await;
+    assert_eq!(status, 503);
+    assert!(contains(&body, "audit_unavailable"), "{body:?}");
+    let (status, head, _) = h.connect("api.github.com:443").await;
+    assert_eq!(status, 503, "{head}");
+    assert!(h.upstream.seen().is_empty());
+    // Back: traffic flows again.
+    h.audit
+        .fail
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    h.audit
+        .refuse
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut c = h.https("api.openai.com", 443).await;
+    let req = request("GET", "/echo", "api.openai.com")
+        .header("authorization", format!("Bearer {ph}"))
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(&mut c, req).await.0, 200);
+}

@@ -13,6 +13,7 @@ fn identity(s: &Sandbox) -> SandboxIdentity {
         sandbox_id: s.id.clone(),
         workspace_id: s.workspace_id.clone(),
         labels: s.labels.clone(),
+        created_by_key_id: s.created_by_key_id.clone(),
         created_by_workspace_key: s.created_by_workspace_key,
     }
 }
@@ -65,11 +66,9 @@ impl Sandboxes {
     /// Writes the audit row of a lifecycle event (`actor`: API key or `system`).
     pub(crate) async fn audit_lifecycle(&self, s: &Sandbox, act: &str, actor: &str) {
         let Some(log) = &self.audit else { return };
-        let mut row = AuditEntry::new(&s.tenant_id, act, Outcome::Success).for_sandbox(
-            &s.id,
-            s.workspace_id.as_ref(),
-            &s.labels,
-        );
+        let mut row = AuditEntry::new(&s.tenant_id, act, Outcome::Success)
+            .for_sandbox(&s.id, s.workspace_id.as_ref(), &s.labels)
+            .created_by(s.created_by_key_id.as_ref());
         row.actor = Some(actor.to_owned());
         log.append_logged(row).await;
     }

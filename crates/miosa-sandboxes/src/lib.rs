@@ -93,6 +93,15 @@ impl Sandboxes {
         &self.node_id
     }
 
+    /// Closes every egress connection (sandboxes keep running; a restarted
+    /// server re-binds them). For shutdown, before the audit log's last
+    /// flush, so the rows of the connections it closes are written too.
+    pub async fn close_egress(&self) {
+        if let Some(proxy) = &self.egress {
+            proxy.detach_all().await;
+        }
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

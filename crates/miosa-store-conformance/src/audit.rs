@@ -6,8 +6,8 @@ use miosa_core::audit::{
     action, AuditCredential, AuditRequest, ChainVerifier, Outcome, GENESIS_HASH,
 };
 use miosa_core::{
-    AuditEntry, AuditEvent, AuditId, PageRequest, SandboxId, SecretId, SecretScope, TenantId,
-    WorkspaceId,
+    ApiKeyId, AuditEntry, AuditEvent, AuditId, PageRequest, SandboxId, SecretId, SecretScope,
+    TenantId, WorkspaceId,
 };
 use miosa_store::{AuditFilter, Store};
 use time::macros::datetime;
@@ -183,6 +183,8 @@ async fn round_trips(store: &dyn Store) {
             scope: SecretScope::ExternalUser,
         }),
         outcome: Outcome::Success,
+        created_by_key_id: Some(ApiKeyId::generate()),
+        deferred: false,
     };
     let mut entries = vec![full.clone()];
     // A denied request without a response, under each scope.

@@ -243,6 +243,8 @@ pub fn audit_entry(tenant: &TenantId, action: &str) -> AuditEntry {
         request: None,
         credential: None,
         outcome: Outcome::Success,
+        created_by_key_id: None,
+        deferred: false,
     }
 }
 

@@ -13,6 +13,7 @@
 
 mod api_keys;
 mod audit;
+mod audit_durability;
 pub mod fixtures;
 mod isolation;
 mod pg;
@@ -30,6 +31,7 @@ use miosa_store::Store;
 
 pub use api_keys::{api_keys, concurrent_revoke};
 pub use audit::{audit, audit_race, concurrent_audit};
+pub use audit_durability::audit_durability;
 pub use isolation::tenant_isolation;
 pub use pg::PgTestDb;
 pub use sandboxes::{concurrent_sandbox_names, sandboxes};
@@ -57,6 +59,7 @@ pub async fn run_all(store: &dyn Store) {
     secret_lookup(store).await;
     settings(store).await;
     audit(store).await;
+    audit_durability(store).await;
     concurrent_audit(store).await;
 }
 
@@ -78,7 +81,7 @@ macro_rules! store_tests {
         $crate::store_tests!(@areas $with_store;
             system, tenants, workspaces, api_keys, concurrent_revoke, tenant_isolation, timestamps,
             sandboxes, concurrent_sandbox_names, secrets, secret_lookup, settings, audit,
-            concurrent_audit, sealing_key);
+            audit_durability, concurrent_audit, sealing_key);
     };
     (@areas $with_store:path; $($area:ident),+) => {
         $(

@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 
 use miosa_core::audit::{AuditCredential, AuditRequest, Outcome, GENESIS_HASH};
-use miosa_core::{AuditEntry, AuditEvent, Page, PageRequest, SecretScope, TenantId};
+use miosa_core::{
+    AuditCompletion, AuditEntry, AuditEvent, Page, PageRequest, SecretScope, TenantId,
+};
 use miosa_store::{AuditFilter, StoreError, StoreResult};
 use sqlx::{PgPool, QueryBuilder};
 use time::OffsetDateTime;
@@ -25,7 +27,7 @@ macro_rules! columns {
          owner_user_id, external_user_id, external_workspace_id, external_project_id, \
          request_method, request_host, request_path, request_status, request_bytes_out, \
          request_bytes_in, request_duration_ms, credential_secret_id, credential_name, \
-         credential_scope, outcome, prev_hash, hash"
+         credential_scope, outcome, prev_hash, hash, deferred, pending, created_by_key_id"
     };
 }
 
@@ -59,6 +61,9 @@ struct AuditRow {
     outcome: String,
     prev_hash: String,
     hash: String,
+    deferred: bool,
+    pending: bool,
+    created_by_key_id: Option<String>,
 }
 
 impl AuditRow {
@@ -111,10 +116,13 @@ impl AuditRow {
                 credential,
                 outcome: Outcome::parse(&self.outcome)
                     .ok_or_else(|| corrupt(TABLE, format!("outcome {:?}", self.outcome)))?,
+                created_by_key_id: self.created_by_key_id.map(|k| id(TABLE, &k)).transpose()?,
+                deferred: self.deferred,
             },
             seq: self.seq,
             prev_hash: self.prev_hash,
             hash: self.hash,
+            pending: self.pending,
         })
     }
 }
@@ -230,6 +238,9 @@ struct Columns<'a> {
     outcome: Vec<&'a str>,
     prev_hash: Vec<&'a str>,
     hash: Vec<&'a str>,
+    deferred: Vec<bool>,
+    pending: Vec<bool>,
+    created_by_key_id: Vec<Option<&'a str>>,
 }
 
 impl<'a> Columns<'a> {
@@ -272,6 +283,10 @@ impl<'a> Columns<'a> {
         self.outcome.push(e.outcome.as_str());
         self.prev_hash.push(&ev.prev_hash);
         self.hash.push(&ev.hash);
+        self.deferred.push(e.deferred);
+        self.pending.push(ev.pending);
+        self.created_by_key_id
+            .push(e.created_by_key_id.as_ref().map(|k| k.as_str()));
         Ok(())
     }
 }
@@ -288,7 +303,7 @@ async fn insert_all(conn: &mut sqlx::PgConnection, events: &[AuditEvent]) -> Sto
          $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
          $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::int[], \
          $18::bigint[], $19::bigint[], $20::bigint[], $21::text[], $22::text[], $23::text[], \
-         $24::text[], $25::text[], $26::text[])"
+         $24::text[], $25::text[], $26::text[], $27::bool[], $28::bool[], $29::text[])"
     ))
     .bind(c.id)
     .bind(c.tenant_id)
@@ -316,6 +331,9 @@ async fn insert_all(conn: &mut sqlx::PgConnection, events: &[AuditEvent]) -> Sto
     .bind(c.outcome)
     .bind(c.prev_hash)
     .bind(c.hash)
+    .bind(c.deferred)
+    .bind(c.pending)
+    .bind(c.created_by_key_id)
     .execute(conn)
     .await
     .map_err(|e| db_ref(e, "tenant_id"))?;
@@ -407,4 +425,43 @@ pub(crate) async fn head(pool: &PgPool, tenant: &TenantId) -> StoreResult<Option
     .fetch_optional(pool)
     .await
     .map_err(db)
+}
+
+/// One statement over the whole batch (`UNNEST`).
+#[tracing::instrument(skip_all, fields(completions = completions.len()))]
+pub(crate) async fn complete(pool: &PgPool, completions: &[AuditCompletion]) -> StoreResult<()> {
+    if completions.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<&str> = completions.iter().map(|c| c.tenant_id.as_str()).collect();
+    let ids: Vec<&str> = completions.iter().map(|c| c.id.as_str()).collect();
+    let statuses: Vec<Option<i32>> = completions
+        .iter()
+        .map(|c| c.status.map(i32::from))
+        .collect();
+    let nums = |f: fn(&AuditCompletion) -> u64| -> StoreResult<Vec<i64>> {
+        completions.iter().map(|c| signed(f(c))).collect()
+    };
+    let outcomes: Vec<&str> = completions.iter().map(|c| c.outcome.as_str()).collect();
+    sqlx::query(
+        "UPDATE audit_events AS a SET request_status = v.status, \
+         request_bytes_out = v.bytes_out, request_bytes_in = v.bytes_in, \
+         request_duration_ms = v.duration_ms, outcome = v.outcome, pending = FALSE \
+         FROM UNNEST($1::text[], $2::text[], $3::int[], $4::bigint[], $5::bigint[], \
+                     $6::bigint[], $7::text[]) \
+             AS v (tenant_id, id, status, bytes_out, bytes_in, duration_ms, outcome) \
+         WHERE a.tenant_id = v.tenant_id AND a.id = v.id AND a.pending \
+           AND a.request_method IS NOT NULL",
+    )
+    .bind(tenants)
+    .bind(ids)
+    .bind(statuses)
+    .bind(nums(|c| c.bytes_out)?)
+    .bind(nums(|c| c.bytes_in)?)
+    .bind(nums(|c| c.duration_ms)?)
+    .bind(outcomes)
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    Ok(())
 }

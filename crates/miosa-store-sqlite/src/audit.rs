@@ -7,7 +7,9 @@
 use std::collections::hash_map::{Entry, HashMap};
 
 use miosa_core::audit::{AuditCredential, AuditRequest, Outcome};
-use miosa_core::{AuditEntry, AuditEvent, Page, PageRequest, SecretScope, TenantId};
+use miosa_core::{
+    AuditCompletion, AuditEntry, AuditEvent, Page, PageRequest, SecretScope, TenantId,
+};
 use miosa_store::{AuditFilter, StoreError, StoreResult};
 use sqlx::{QueryBuilder, SqliteConnection, SqlitePool};
 
@@ -23,7 +25,7 @@ macro_rules! columns {
          owner_user_id, external_user_id, external_workspace_id, external_project_id, \
          request_method, request_host, request_path, request_status, request_bytes_out, \
          request_bytes_in, request_duration_ms, credential_secret_id, credential_name, \
-         credential_scope, outcome, prev_hash, hash"
+         credential_scope, outcome, prev_hash, hash, deferred, pending, created_by_key_id"
     };
 }
 
@@ -57,6 +59,9 @@ struct AuditRow {
     outcome: String,
     prev_hash: String,
     hash: String,
+    deferred: bool,
+    pending: bool,
+    created_by_key_id: Option<String>,
 }
 
 impl AuditRow {
@@ -109,10 +114,13 @@ impl AuditRow {
                 credential,
                 outcome: Outcome::parse(&self.outcome)
                     .ok_or_else(|| corrupt(TABLE, format!("outcome {:?}", self.outcome)))?,
+                created_by_key_id: self.created_by_key_id.map(|k| id(TABLE, &k)).transpose()?,
+                deferred: self.deferred,
             },
             seq: self.seq,
             prev_hash: self.prev_hash,
             hash: self.hash,
+            pending: self.pending,
         })
     }
 }
@@ -191,7 +199,7 @@ async fn insert(conn: &mut SqliteConnection, ev: &AuditEvent) -> StoreResult<()>
     sqlx::query(concat!(
         "INSERT INTO audit_events (",
         columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(e.id.as_str())
     .bind(e.tenant_id.as_str())
@@ -219,6 +227,9 @@ async fn insert(conn: &mut SqliteConnection, ev: &AuditEvent) -> StoreResult<()>
     .bind(e.outcome.as_str())
     .bind(&ev.prev_hash)
     .bind(&ev.hash)
+    .bind(e.deferred)
+    .bind(ev.pending)
+    .bind(e.created_by_key_id.as_ref().map(|k| k.as_str()))
     .execute(conn)
     .await
     .map_err(|e| db_ref(e, "tenant_id"))?;
@@ -312,4 +323,35 @@ pub(crate) async fn head(
     .fetch_optional(pool)
     .await
     .map_err(db)
+}
+
+/// One `UPDATE` per completion, all in one transaction.
+#[tracing::instrument(skip_all, fields(completions = completions.len()))]
+pub(crate) async fn complete(
+    pool: &SqlitePool,
+    completions: &[AuditCompletion],
+) -> StoreResult<()> {
+    if completions.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    for c in completions {
+        sqlx::query(
+            "UPDATE audit_events SET request_status = ?, request_bytes_out = ?, \
+             request_bytes_in = ?, request_duration_ms = ?, outcome = ?, pending = 0 \
+             WHERE tenant_id = ? AND id = ? AND pending = 1 AND request_method IS NOT NULL",
+        )
+        .bind(c.status.map(i64::from))
+        .bind(signed(c.bytes_out)?)
+        .bind(signed(c.bytes_in)?)
+        .bind(signed(c.duration_ms)?)
+        .bind(c.outcome.as_str())
+        .bind(c.tenant_id.as_str())
+        .bind(c.id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(())
 }

@@ -10,6 +10,7 @@
 
 mod api_keys;
 mod audit;
+mod checkpoints;
 mod error;
 mod rows;
 mod sandboxes;
@@ -24,9 +25,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use miosa_core::{
-    ApiKey, ApiKeyId, AuditEntry, AuditEvent, KeyHash, NewApiKey, NewSecretVersion, Page,
-    PageRequest, Sandbox, SandboxId, SandboxScopeKeys, SandboxStatus, SealedValue, SealedVersion,
-    Secret, SecretId, Tenant, TenantId, TenantSettings, Workspace, WorkspaceId,
+    ApiKey, ApiKeyId, AuditCheckpoint, AuditCompletion, AuditEntry, AuditEvent, KeyHash, NewApiKey,
+    NewSecretVersion, Page, PageRequest, Sandbox, SandboxId, SandboxScopeKeys, SandboxStatus,
+    SealedValue, SealedVersion, Secret, SecretId, Tenant, TenantId, TenantSettings, Workspace,
+    WorkspaceId,
 };
 use miosa_store::{
     AuditFilter, Bootstrap, RevokeOutcome, SandboxFilter, SandboxPatch, SecretFilter, SecretKey,
@@ -351,6 +353,50 @@ impl Store for SqliteStore {
 
     async fn audit_head(&self, tenant: &TenantId) -> StoreResult<Option<(i64, String)>> {
         audit::head(&self.pool, tenant).await
+    }
+
+    async fn complete_audit(&self, completions: &[AuditCompletion]) -> StoreResult<()> {
+        audit::complete(&self.pool, completions).await
+    }
+
+    async fn put_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<()> {
+        checkpoints::put(&self.pool, checkpoint).await
+    }
+
+    async fn list_audit_checkpoints(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<AuditCheckpoint>> {
+        checkpoints::list(&self.pool, tenant, page).await
+    }
+
+    async fn audit_checkpoints_after(
+        &self,
+        tenant: &TenantId,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditCheckpoint>> {
+        checkpoints::after(&self.pool, tenant, after_seq, limit).await
+    }
+
+    async fn audit_heads_to_checkpoint(
+        &self,
+        limit: u32,
+    ) -> StoreResult<Vec<(TenantId, i64, String)>> {
+        checkpoints::heads_to_sign(&self.pool, limit).await
+    }
+
+    async fn audit_checkpoints_not_under(
+        &self,
+        kek_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditCheckpoint>> {
+        checkpoints::not_under(&self.pool, kek_id, limit).await
+    }
+
+    async fn resign_audit_checkpoints(&self, checkpoints: &[AuditCheckpoint]) -> StoreResult<()> {
+        checkpoints::resign(&self.pool, checkpoints).await
     }
 }
 

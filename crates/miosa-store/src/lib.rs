@@ -13,9 +13,10 @@ use async_trait::async_trait;
 use std::collections::BTreeMap;
 
 use miosa_core::{
-    ApiKey, ApiKeyId, AuditEntry, AuditEvent, KeyHash, NewApiKey, NewSecretVersion, Page,
-    PageRequest, Sandbox, SandboxId, SandboxScopeKeys, SandboxStatus, SealedValue, SealedVersion,
-    Secret, SecretId, SecretScope, Tenant, TenantId, TenantSettings, Workspace, WorkspaceId,
+    ApiKey, ApiKeyId, AuditCheckpoint, AuditCompletion, AuditEntry, AuditEvent, KeyHash, NewApiKey,
+    NewSecretVersion, Page, PageRequest, Sandbox, SandboxId, SandboxScopeKeys, SandboxStatus,
+    SealedValue, SealedVersion, Secret, SecretId, SecretScope, Tenant, TenantId, TenantSettings,
+    Workspace, WorkspaceId,
 };
 use time::OffsetDateTime;
 
@@ -398,6 +399,42 @@ pub trait Store: Send + Sync + 'static {
         after_seq: i64,
         limit: u32,
     ) -> StoreResult<Vec<AuditEvent>>;
+    /// Completes deferred rows (status, byte counts, duration, outcome; no
+    /// longer pending), in one transaction. A row that is not a pending
+    /// deferred row of that tenant is left alone.
+    async fn complete_audit(&self, completions: &[AuditCompletion]) -> StoreResult<()>;
+    /// Stores a checkpoint; one already stored for the same (tenant, seq)
+    /// is kept (replicas may sign the same head).
+    async fn put_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<()>;
+    /// The tenant's checkpoints, newest first; cursor = the last `seq`.
+    async fn list_audit_checkpoints(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<AuditCheckpoint>>;
+    /// The tenant's checkpoints with `seq > after_seq`, oldest first, at
+    /// most `limit` (for verification).
+    async fn audit_checkpoints_after(
+        &self,
+        tenant: &TenantId,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditCheckpoint>>;
+    /// Up to `limit` chain heads (tenant, seq, hash) beyond their tenant's
+    /// newest checkpoint: what a checkpoint round signs.
+    async fn audit_heads_to_checkpoint(
+        &self,
+        limit: u32,
+    ) -> StoreResult<Vec<(TenantId, i64, String)>>;
+    /// Up to `limit` checkpoints (any tenant) not signed under `kek_id`.
+    async fn audit_checkpoints_not_under(
+        &self,
+        kek_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditCheckpoint>>;
+    /// Replaces `kek_id` and `signature` of each checkpoint, in one
+    /// transaction (re-signing after a rotation).
+    async fn resign_audit_checkpoints(&self, checkpoints: &[AuditCheckpoint]) -> StoreResult<()>;
     /// The tenant's chain head as the appends left it: the last `seq` and
     /// `hash`; `None` before the first row. `audit verify` compares it with
     /// the last row, so removing the newest rows is detected too.

@@ -53,6 +53,19 @@ impl MasterKey {
         &self.id
     }
 
+    /// A 32-byte key derived from this one for `context` (HMAC-SHA256): a
+    /// key for another purpose that still exists only where this one does.
+    pub(crate) fn derive(&self, context: &[u8]) -> Zeroizing<[u8; KEY_LEN]> {
+        use hmac::{Hmac, Mac};
+        // HMAC takes keys of any length.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.bytes.as_slice())
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(context);
+        let mut out = Zeroizing::new([0u8; KEY_LEN]);
+        out.copy_from_slice(&mac.finalize().into_bytes());
+        out
+    }
+
     /// The key as 64 lower-case hex characters (for the key file).
     pub(crate) fn to_hex(&self) -> Zeroizing<String> {
         Zeroizing::new(hex::encode(self.bytes.as_slice()))

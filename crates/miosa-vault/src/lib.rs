@@ -9,6 +9,7 @@
 //! appear in `Debug` output.
 #![forbid(unsafe_code)]
 
+mod audit_sign;
 mod error;
 mod key;
 mod keyfile;
@@ -16,6 +17,7 @@ mod ring;
 mod rotate;
 mod seal;
 
+pub use audit_sign::AuditSigner;
 pub use error::{VaultError, VaultResult};
 pub use key::{MasterKey, KEY_LEN};
 pub use keyfile::{KEY_FILE, NEXT_KEY_FILE};

@@ -46,6 +46,8 @@ pub struct RotateReport {
     /// Latest versions re-sealed from the legacy associated data (the
     /// tenant alone) to the secret's full context by this run.
     pub resealed: u64,
+    /// Audit checkpoints re-signed with the new key's signing key.
+    pub resigned: u64,
     /// True if this run finished one that was interrupted.
     pub resumed: bool,
     /// The key file now holding the new key (file-backed rings only).
@@ -92,10 +94,12 @@ pub(crate) async fn rotate(
                     new_kek_id: next.id().to_owned(),
                     rewrapped,
                     resealed,
+                    resigned: 0,
                     resumed: !created,
                     key_file: None,
                 });
             }
+            let resigned = resign_checkpoints(store, ring, &next, batch).await?;
             let key_file = keyfile::promote_next(dir, &next)?;
             // A process that sealed just before `master-key.next` appeared
             // may have committed after the last batch.
@@ -104,6 +108,7 @@ pub(crate) async fn rotate(
                 new_kek_id: next.id().to_owned(),
                 rewrapped,
                 resealed,
+                resigned,
                 resumed: !created,
                 key_file: Some(key_file),
             })
@@ -167,10 +172,15 @@ async fn to_key(
     store.set_sealing_kek(new.id()).await?;
     let resealed = reseal_legacy(store, ring, new.id(), batch).await?;
     let rewrapped = rewrap_all(store, ring, new, batch, max_batches).await?;
+    let resigned = match max_batches {
+        Some(_) => 0,
+        None => resign_checkpoints(store, ring, new, batch).await?,
+    };
     Ok(RotateReport {
         new_kek_id: new.id().to_owned(),
         rewrapped,
         resealed,
+        resigned,
         resumed: false,
         key_file: None,
     })
@@ -213,6 +223,41 @@ async fn reseal_legacy(
             resealed = done.len(),
             "re-sealed legacy secret values bound to their secrets"
         );
+    }
+}
+
+/// Re-signs every audit checkpoint not under `new` with its signing key,
+/// after checking the old signature (a forged checkpoint is never
+/// laundered: the rotation stops and says which). Returns how many.
+async fn resign_checkpoints(
+    store: &dyn Store,
+    ring: &KeyRing,
+    new: &MasterKey,
+    batch_size: u32,
+) -> VaultResult<u64> {
+    let signer = ring.audit_signer(new.id())?;
+    let mut done = 0u64;
+    loop {
+        let batch = store
+            .audit_checkpoints_not_under(new.id(), batch_size)
+            .await?;
+        if batch.is_empty() {
+            return Ok(done);
+        }
+        let mut rows = Vec::with_capacity(batch.len());
+        for mut cp in batch {
+            if !ring.verify_checkpoint(&cp)? {
+                return Err(VaultError::Rotation(format!(
+                    "the audit checkpoint of {} at seq {} does not verify; run `miosa admin audit \
+                     verify` and investigate before rotating",
+                    cp.tenant_id, cp.seq
+                )));
+            }
+            signer.sign(&mut cp);
+            rows.push(cp);
+        }
+        store.resign_audit_checkpoints(&rows).await?;
+        done += rows.len() as u64;
     }
 }
 

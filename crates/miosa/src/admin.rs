@@ -112,13 +112,37 @@ pub async fn audit_verify(config: &Config, tenant: Option<&str>) -> anyhow::Resu
         }
         None => all_tenants(store.as_ref()).await?,
     };
+    let ring = std::sync::Arc::new(init::key_ring(config)?);
+    let checkpointer = miosa_audit::Checkpointer::new(store.clone(), ring.clone());
     let mut all_ok = true;
     for id in tenants {
-        let (rows, broken) = verify_chain(store.as_ref(), &id)
+        let v = verify_chain(store.as_ref(), &ring, &id)
             .await
             .with_context(|| format!("cannot read the audit log of {id}"))?;
-        match broken {
-            None => println!("{id} ok: {rows} rows"),
+        match v.broken {
+            None => {
+                // Anchor what was just verified: sign the head.
+                let signed = match store.audit_head(&id).await? {
+                    Some((seq, hash)) => {
+                        checkpointer.sign(&id, seq, &hash).await?;
+                        format!(", head signed at seq {seq}")
+                    }
+                    None => String::new(),
+                };
+                let unchecked = if v.unchecked > 0 {
+                    format!(
+                        " ({} signed by a master key this server no longer holds: not checked)",
+                        v.unchecked
+                    )
+                } else {
+                    String::new()
+                };
+                let plural = if v.checkpoints == 1 { "" } else { "s" };
+                println!(
+                    "{id} ok: {} rows, {} checkpoint{plural}{unchecked}{signed}",
+                    v.rows, v.checkpoints
+                );
+            }
             Some(b) => {
                 all_ok = false;
                 let row = b.id.map(|r| format!(" ({r})")).unwrap_or_default();
@@ -127,6 +151,16 @@ pub async fn audit_verify(config: &Config, tenant: Option<&str>) -> anyhow::Resu
         }
     }
     Ok(all_ok)
+}
+
+/// What a tenant's verification found.
+struct Verified {
+    rows: u64,
+    /// Checkpoints whose signature and hash checked out.
+    checkpoints: u64,
+    /// Checkpoints under a master key this server lacks.
+    unchecked: u64,
+    broken: Option<BrokenLink>,
 }
 
 async fn all_tenants(store: &dyn Store) -> StoreResult<Vec<TenantId>> {
@@ -145,19 +179,82 @@ async fn all_tenants(store: &dyn Store) -> StoreResult<Vec<TenantId>> {
     }
 }
 
-/// Walks a tenant's chain from its first row: the rows that verified, and
-/// the first broken link if any.
+/// Walks a tenant's chain from its first row, checking every link, that the
+/// head the appends recorded is the last row, and that every signed
+/// checkpoint carries a valid signature and matches the row at its `seq`
+/// (so a chain rewritten with fresh hashes, head included, still fails).
 async fn verify_chain(
     store: &dyn Store,
+    ring: &KeyRing,
     tenant: &TenantId,
-) -> StoreResult<(u64, Option<BrokenLink>)> {
+) -> anyhow::Result<Verified> {
+    let mut checkpoints = std::collections::VecDeque::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .audit_checkpoints_after(tenant, after, CHAIN_PAGE)
+            .await?;
+        let full = page.len() == CHAIN_PAGE as usize;
+        if let Some(last) = page.last() {
+            after = last.seq;
+        }
+        checkpoints.extend(page);
+        if !full {
+            break;
+        }
+    }
+    let mut out = Verified {
+        rows: 0,
+        checkpoints: 0,
+        unchecked: 0,
+        broken: None,
+    };
+    let broken = |seq: i64, reason: String| BrokenLink {
+        seq,
+        id: None,
+        reason,
+    };
+    for cp in &checkpoints {
+        match ring.verify_checkpoint(cp) {
+            Ok(true) => {}
+            Ok(false) => {
+                out.broken = Some(broken(
+                    cp.seq,
+                    "the checkpoint's signature does not verify (a forged checkpoint)".into(),
+                ));
+                return Ok(out);
+            }
+            Err(miosa_vault::VaultError::UnknownKek { .. }) => out.unchecked += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
     let mut verifier = ChainVerifier::default();
     let mut after = 0;
     loop {
         let rows = store.audit_chain(tenant, after, CHAIN_PAGE).await?;
         for ev in &rows {
-            if let Err(broken) = verifier.check(ev) {
-                return Ok((verifier.checked, Some(broken)));
+            if let Err(b) = verifier.check(ev) {
+                out.rows = verifier.checked;
+                out.broken = Some(b);
+                return Ok(out);
+            }
+            while checkpoints.front().is_some_and(|c| c.seq <= ev.seq) {
+                let Some(cp) = checkpoints.pop_front() else {
+                    break;
+                };
+                if cp.seq == ev.seq && cp.hash == ev.hash {
+                    out.checkpoints += 1;
+                    continue;
+                }
+                out.rows = verifier.checked;
+                out.broken = Some(BrokenLink {
+                    seq: cp.seq,
+                    id: Some(ev.entry.id.clone()),
+                    reason: "the row differs from the signed checkpoint at this seq: the chain \
+                             was rewritten"
+                        .into(),
+                });
+                return Ok(out);
             }
         }
         match rows.last() {
@@ -165,11 +262,22 @@ async fn verify_chain(
             _ => break,
         }
     }
+    out.rows = verifier.checked;
+    if let Some(cp) = checkpoints.front() {
+        out.broken = Some(broken(
+            cp.seq,
+            format!(
+                "a signed checkpoint names seq {} but the chain ends at {}: rows were removed",
+                cp.seq, verifier.checked
+            ),
+        ));
+        return Ok(out);
+    }
     // The head the appends left must be the last row: otherwise the newest
     // rows were removed.
     let head = store.audit_head(tenant).await?;
-    match verifier.check_head(head.as_ref().map(|(s, h)| (*s, h.as_str()))) {
-        Ok(()) => Ok((verifier.checked, None)),
-        Err(broken) => Ok((verifier.checked, Some(broken))),
+    if let Err(b) = verifier.check_head(head.as_ref().map(|(s, h)| (*s, h.as_str()))) {
+        out.broken = Some(b);
     }
+    Ok(out)
 }

@@ -53,6 +53,9 @@ pub struct Config {
     pub egress_upstream_ca: Option<PathBuf>,
     /// Ports a raw (non-TLS) CONNECT tunnel may reach.
     pub egress_allowed_ports: Vec<u16>,
+    /// How often each tenant's audit chain head is signed (0: only by
+    /// `miosa admin audit verify`).
+    pub audit_checkpoint_interval: std::time::Duration,
 }
 
 /// What `miosa.toml` may contain. Unknown keys are errors (typos).
@@ -76,6 +79,7 @@ struct FileConfig {
     egress_resolve: Option<String>,
     egress_upstream_ca: Option<String>,
     egress_allowed_ports: Option<String>,
+    audit_checkpoint_interval: Option<u64>,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -168,6 +172,10 @@ const EGRESS_RESOLVE: Key = Key {
 const EGRESS_UPSTREAM_CA: Key = Key {
     file: "egress_upstream_ca",
     env: "MIOSA_EGRESS_UPSTREAM_CA",
+};
+const AUDIT_CHECKPOINT_INTERVAL: Key = Key {
+    file: "audit_checkpoint_interval",
+    env: "MIOSA_AUDIT_CHECKPOINT_INTERVAL",
 };
 const EGRESS_ALLOWED_PORTS: Key = Key {
     file: "egress_allowed_ports",
@@ -375,6 +383,25 @@ impl Config {
                 parse_ports(&v).map_err(|reason| invalid(&EGRESS_ALLOWED_PORTS, origin, reason))?
             }
         };
+        let audit_checkpoint_interval = match pick(
+            &AUDIT_CHECKPOINT_INTERVAL,
+            file.audit_checkpoint_interval.map(|s| s.to_string()),
+        ) {
+            None => std::time::Duration::from_secs(300),
+            Some((v, origin)) => v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|s| *s <= 86_400)
+                .map(std::time::Duration::from_secs)
+                .ok_or_else(|| {
+                    invalid(
+                        &AUDIT_CHECKPOINT_INTERVAL,
+                        origin,
+                        "must be a number of seconds from 0 (off) to 86400".into(),
+                    )
+                })?,
+        };
         let runc = pick(&RUNC, file.runc)
             .map(|(v, _)| PathBuf::from(v))
             .unwrap_or_else(|| PathBuf::from("runc"));
@@ -429,6 +456,7 @@ impl Config {
             egress_resolve,
             egress_upstream_ca,
             egress_allowed_ports,
+            audit_checkpoint_interval,
         })
     }
 }
@@ -550,6 +578,12 @@ egress = true
 # bytes both ways), so sandboxes cannot, say, send mail from this host's
 # address. Intercepted HTTPS may go to any port.  env: MIOSA_EGRESS_ALLOWED_PORTS
 egress_allowed_ports = "443,80"
+
+# Seconds between signed checkpoints of each tenant's audit chain head (an
+# Ed25519 key derived from the master key, not stored in the database);
+# 0: only when `miosa admin audit verify` runs.
+#                                           env: MIOSA_AUDIT_CHECKPOINT_INTERVAL
+audit_checkpoint_interval = 300
 
 # Log filter (tracing EnvFilter syntax) and format (`pretty` or `json`).
 #                                                 env: MIOSA_LOG, MIOSA_LOG_FORMAT

@@ -23,9 +23,16 @@ pub struct Server {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     reaper: Option<JoinHandle<()>>,
+    /// Signs audit chain heads now and then.
+    checkpointer: Option<JoinHandle<()>>,
+    /// Its egress connections are closed on shutdown, before the last flush.
+    sandboxes: Option<Arc<miosa_sandboxes::Sandboxes>>,
     /// The audit writer, flushed on shutdown.
     audit: Option<(AuditLog, JoinHandle<()>)>,
 }
+
+/// How long shutdown waits for the audit log to write what it holds.
+const FINAL_FLUSH: Duration = Duration::from_secs(10);
 
 /// Opens the store, initialises, binds and starts serving.
 pub async fn start(config: &Config) -> anyhow::Result<Server> {
@@ -37,9 +44,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let backend = store.backend();
     let vault = Arc::new(init::vault(config, store.as_ref()).await?);
     let (audit, audit_task) = AuditLog::start(store.clone());
+    let checkpointer = miosa_audit::Checkpointer::new(store.clone(), vault.clone());
+    let checkpointer = (!config.audit_checkpoint_interval.is_zero())
+        .then(|| checkpointer.spawn(config.audit_checkpoint_interval));
     let secrets = Arc::new(Secrets::new(
         store.clone(),
-        vault,
+        vault.clone(),
         init::placeholder_key(&keys.pepper),
         audit.clone(),
     ));
@@ -58,9 +68,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let state = AppState {
         store,
         keys: Arc::new(keys),
-        sandboxes,
+        sandboxes: sandboxes.clone(),
         secrets,
         audit: audit.clone(),
+        vault,
     };
     let (tx, rx) = oneshot::channel::<()>();
     let app = miosa_api::router(state);
@@ -78,6 +89,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         shutdown: Some(tx),
         task,
         reaper,
+        checkpointer,
+        sandboxes,
         audit: Some((audit, audit_task)),
     })
 }
@@ -90,8 +103,26 @@ impl miosa_egress::AuditSink for EgressAudit {
         self.0.record(entry);
     }
 
-    fn ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
-        Box::pin(self.0.ready())
+    fn record_durable(&self, entry: miosa_core::AuditEntry) -> miosa_egress::SinkFuture<'_> {
+        Box::pin(async move {
+            self.0
+                .append_durable(entry)
+                .await
+                .map_err(|_| miosa_egress::AuditUnavailable)
+        })
+    }
+
+    fn complete(&self, completion: miosa_core::AuditCompletion) {
+        self.0.complete(completion);
+    }
+
+    fn admit(&self) -> miosa_egress::SinkFuture<'_> {
+        Box::pin(async move {
+            self.0
+                .admit()
+                .await
+                .map_err(|_| miosa_egress::AuditUnavailable)
+        })
     }
 }
 
@@ -166,8 +197,20 @@ impl Server {
             let _ = tx.send(());
         }
         (&mut self.task).await??;
+        if let Some(checkpointer) = self.checkpointer.take() {
+            checkpointer.abort();
+        }
+        // Proxy connections end first, so their rows are in the last flush.
+        if let Some(sandboxes) = self.sandboxes.take() {
+            sandboxes.close_egress().await;
+        }
         if let Some((audit, task)) = self.audit.take() {
-            audit.flush().await;
+            if tokio::time::timeout(FINAL_FLUSH, audit.flush())
+                .await
+                .is_err()
+            {
+                tracing::error!("the audit log could not write all its rows before shutdown; the database does not take them");
+            }
             drop(audit);
             task.abort();
         }

@@ -468,9 +468,9 @@ async fn audit_verify_finds_a_tampered_row() {
     let mut lines: Vec<&str> = out.lines().collect();
     lines.sort();
     let mut expected = vec![
-        format!("{} ok: 5 rows", a.id),
-        format!("{} ok: 2 rows", b.id),
-        format!("{} ok: 0 rows", empty.id),
+        format!("{} ok: 5 rows, 0 checkpoints, head signed at seq 5", a.id),
+        format!("{} ok: 2 rows, 0 checkpoints, head signed at seq 2", b.id),
+        format!("{} ok: 0 rows, 0 checkpoints", empty.id),
     ];
     expected.sort();
     assert_eq!(lines, expected);
@@ -482,7 +482,10 @@ async fn audit_verify_finds_a_tampered_row() {
     );
     assert_eq!(
         (code, out.trim()),
-        (0, format!("{} ok: 2 rows", b.id).as_str())
+        (
+            0,
+            format!("{} ok: 2 rows, 1 checkpoint, head signed at seq 2", b.id).as_str()
+        )
     );
 
     // Someone with write access to the database file changes a status.
@@ -510,6 +513,55 @@ async fn audit_verify_finds_a_tampered_row() {
         )
     );
     assert!(out.contains(&format!("{} ok: 2 rows", b.id)), "{out}");
+
+    // Rewriting every hash after the change, and the head, makes the
+    // chain link again — but not match the checkpoint signed before, and
+    // the signing key is not in the database to sign a new one.
+    let tampered = store.audit_chain(&a.id, 0, 100).await.unwrap();
+    let mut prev = (tampered[0].seq, tampered[0].hash.clone());
+    let mut sql = String::new();
+    for ev in &tampered[1..] {
+        let relinked = ev.entry.clone().link(Some((prev.0, prev.1.as_str())));
+        sql.push_str(&format!(
+            "UPDATE audit_events SET prev_hash = '{}', hash = '{}' WHERE id = '{}';",
+            relinked.prev_hash, relinked.hash, ev.entry.id
+        ));
+        prev = (relinked.seq, relinked.hash);
+    }
+    sql.push_str(&format!(
+        "UPDATE audit_heads SET hash = '{}' WHERE tenant_id = '{}';",
+        prev.1, a.id
+    ));
+    sqlite3(&db, &sql);
+    let mut links = miosa_core::audit::ChainVerifier::default();
+    for ev in store.audit_chain(&a.id, 0, 100).await.unwrap() {
+        links.check(&ev).unwrap();
+    }
+    let (code, out, _) = miosa(
+        &env,
+        &["admin", "audit", "verify", "--tenant", a.id.as_str()],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with(&format!("{} BROKEN at seq 5 (", a.id)) && out.contains("rewritten"),
+        "{out}"
+    );
+    // A forged checkpoint (a signature changed, or made up) is refused.
+    sqlite3(
+        &db,
+        &format!(
+            "UPDATE audit_checkpoints SET hash = '{}' WHERE tenant_id = '{}'",
+            prev.1, a.id
+        ),
+    );
+    let (code, out, _) = miosa(
+        &env,
+        &["admin", "audit", "verify", "--tenant", a.id.as_str()],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("forged checkpoint"), "{out}");
 
     // Removing a row (and so hiding the change) breaks the chain as well.
     sqlite3(

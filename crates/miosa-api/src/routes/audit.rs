@@ -64,12 +64,18 @@ pub struct AuditEventView {
     pub external_project_id: Option<String>,
     pub request: Option<AuditRequestView>,
     pub credential: Option<AuditCredentialView>,
-    /// `success`, `denied` or `error`.
+    /// `success`, `denied` or `error`; `pending` for a request carrying a
+    /// secret whose row was written before it was sent and whose result
+    /// has not come back (yet, or ever: the server stopped meanwhile).
     pub outcome: &'static str,
+    /// The API key that created the row's sandbox.
+    pub created_by_key_id: Option<String>,
     /// Position in the tenant's chain (1, 2, …).
     pub seq: i64,
     pub prev_hash: String,
-    /// SHA-256 over `prev_hash` and this row's canonical form.
+    /// SHA-256 over `prev_hash` and this row's canonical form (for a row
+    /// written before its request was sent, without the status, byte
+    /// counts, duration and outcome, which complete it later).
     pub hash: String,
 }
 
@@ -102,7 +108,12 @@ impl From<AuditEvent> for AuditEventView {
                 name: c.name,
                 scope: c.scope.as_str(),
             }),
-            outcome: e.outcome.as_str(),
+            outcome: if ev.pending {
+                "pending"
+            } else {
+                e.outcome.as_str()
+            },
+            created_by_key_id: e.created_by_key_id.map(|k| k.to_string()),
             seq: ev.seq,
             prev_hash: ev.prev_hash,
             hash: ev.hash,

@@ -2,6 +2,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod audit_checkpoints;
 pub mod health;
 pub mod me;
 pub mod sandbox_credentials;
@@ -104,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/settings", get(settings::get).patch(settings::update))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/export", get(audit::export))
+        .route("/v1/audit/checkpoints", get(audit_checkpoints::list))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))

@@ -26,12 +26,12 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::{body::Incoming, client::conn::http1::SendRequest, service::service_fn};
 use hyper_util::rt::TokioIo;
 use miosa_core::{
-    AuditEntry, Labels, SandboxId, Secret, SecretId, SecretScope, SubstituteIn, TenantId,
-    WorkspaceId,
+    ApiKeyId, AuditCompletion, AuditEntry, Labels, SandboxId, Secret, SecretId, SecretScope,
+    SubstituteIn, TenantId, WorkspaceId,
 };
 use miosa_egress::{
-    AuditSink, Credential, CredentialSource, EgressConfig, EgressProxy, SandboxIdentity,
-    SecretValue,
+    AuditSink, AuditUnavailable, Credential, CredentialSource, EgressConfig, EgressProxy,
+    SandboxIdentity, SecretValue, SinkFuture,
 };
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::{
@@ -463,15 +463,61 @@ impl CredentialSource for TestCreds {
     }
 }
 
-/// Collects audit rows.
+/// Collects audit rows; a durable row is completed in place. `fail`
+/// makes it refuse durable rows, `refuse` makes it refuse to admit.
 #[derive(Default)]
 pub struct TestAudit {
     rows: Mutex<Vec<AuditEntry>>,
+    /// How many durable rows were taken (in order with upstream arrivals,
+    /// see [`Upstream::seen`]).
+    pub durable: AtomicUsize,
+    pub fail: std::sync::atomic::AtomicBool,
+    pub refuse: std::sync::atomic::AtomicBool,
+    /// While set, durable writes do not finish (a slow database).
+    pub hold: std::sync::atomic::AtomicBool,
 }
 
 impl AuditSink for TestAudit {
     fn record(&self, entry: AuditEntry) {
         self.rows.lock().unwrap().push(entry);
+    }
+
+    fn record_durable(&self, entry: AuditEntry) -> SinkFuture<'_> {
+        Box::pin(async move {
+            while self.hold.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(AuditUnavailable);
+            }
+            assert!(entry.deferred);
+            self.durable.fetch_add(1, Ordering::SeqCst);
+            self.rows.lock().unwrap().push(entry);
+            Ok(())
+        })
+    }
+
+    fn complete(&self, c: AuditCompletion) {
+        let mut rows = self.rows.lock().unwrap();
+        let row = rows
+            .iter_mut()
+            .find(|r| r.id == c.id && r.deferred)
+            .expect("a completion for a durable row");
+        let r = row.request.as_mut().unwrap();
+        (r.status, r.bytes_out, r.bytes_in, r.duration_ms) =
+            (c.status, c.bytes_out, c.bytes_in, c.duration_ms);
+        row.outcome = c.outcome;
+        // Completed: what the finished row looks like to the tests.
+        row.deferred = false;
+    }
+
+    fn admit(&self) -> SinkFuture<'_> {
+        let ok = !self.refuse.load(Ordering::SeqCst);
+        Box::pin(std::future::ready(if ok {
+            Ok(())
+        } else {
+            Err(AuditUnavailable)
+        }))
     }
 }
 
@@ -480,12 +526,13 @@ impl TestAudit {
         self.rows.lock().unwrap().clone()
     }
 
-    /// Waits until at least `n` rows arrived (rows are written when the
-    /// last byte of a response has gone), then returns them all.
+    /// Waits until at least `n` finished rows arrived (rows are written, or
+    /// completed, when the last byte of a response has gone), then returns
+    /// them all.
     pub async fn wait_for(&self, n: usize) -> Vec<AuditEntry> {
         for _ in 0..500 {
             let rows = self.rows();
-            if rows.len() >= n {
+            if rows.len() >= n && rows.iter().all(|r| !r.deferred) {
                 return rows;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -588,6 +635,7 @@ impl Harness {
                 external_workspace_id: Some("clinic-1".into()),
                 external_project_id: Some("proj-1".into()),
             },
+            created_by_key_id: Some(ApiKeyId::generate()),
             created_by_workspace_key: false,
         };
         let make = |name: &str, hosts: &[&str], value: &str| {

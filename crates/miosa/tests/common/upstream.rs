@@ -115,6 +115,11 @@ impl Upstream {
                                 authorization,
                                 body: body.to_vec(),
                             });
+                            // `/slow` answers after a minute (a request
+                            // still in flight when the server stops).
+                            if path_and_query_is_slow(&seen) {
+                                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                            }
                             let (status, text) = if ok {
                                 (200, r#"{"object":"list","data":[{"id":"gpt-test"}]}"#)
                             } else {
@@ -146,4 +151,12 @@ impl Upstream {
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
+}
+
+/// Whether the request just recorded asked for `/slow`.
+fn path_and_query_is_slow(seen: &std::sync::Mutex<Vec<Seen>>) -> bool {
+    seen.lock()
+        .unwrap()
+        .last()
+        .is_some_and(|s| s.path_and_query.starts_with("/slow"))
 }

@@ -119,6 +119,8 @@ pub(super) fn bulk_entry(
             scope: SecretScope::Tenant,
         }),
         outcome: Outcome::Success,
+        created_by_key_id: None,
+        deferred: false,
     }
 }
 
