@@ -4,9 +4,11 @@
 //! connection back to the pool when they end).
 
 use std::{
+    future::Future,
     pin::Pin,
     sync::Arc,
     task::{ready, Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -27,6 +29,10 @@ enum ReqKind {
         /// Bytes already read while deciding not to buffer.
         prefix: Option<Bytes>,
         inner: Incoming,
+        /// How long the sandbox may pause between frames.
+        idle: Duration,
+        /// Fires when it paused too long.
+        deadline: Pin<Box<tokio::time::Sleep>>,
     },
 }
 
@@ -37,30 +43,68 @@ impl ReqBody {
         Self { kind, record }
     }
 
-    /// `prefix`, then the rest of `inner`, unchanged.
-    pub(crate) fn stream(prefix: Bytes, inner: Incoming, record: Arc<Record>) -> Self {
+    /// `prefix`, then the rest of `inner`, unchanged; a pause longer than
+    /// `idle` between frames ends the body with an error.
+    pub(crate) fn stream(
+        prefix: Bytes,
+        inner: Incoming,
+        record: Arc<Record>,
+        idle: Duration,
+    ) -> Self {
         let prefix = (!prefix.is_empty()).then_some(prefix);
         Self {
-            kind: ReqKind::Stream { prefix, inner },
+            kind: ReqKind::Stream {
+                prefix,
+                inner,
+                idle,
+                deadline: Box::pin(tokio::time::sleep(idle)),
+            },
             record,
         }
     }
 }
 
+/// A streamed request body that stalled.
+#[derive(Debug)]
+pub(crate) struct Stalled;
+
+impl std::fmt::Display for Stalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body stalled")
+    }
+}
+
+impl std::error::Error for Stalled {}
+
 impl Body for ReqBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let frame = match &mut this.kind {
             ReqKind::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
-            ReqKind::Stream { prefix, inner } => match prefix.take() {
+            ReqKind::Stream {
+                prefix,
+                inner,
+                idle,
+                deadline,
+            } => match prefix.take() {
                 Some(p) => Some(Ok(Frame::data(p))),
-                None => ready!(Pin::new(inner).poll_frame(cx)),
+                None => match Pin::new(inner).poll_frame(cx) {
+                    Poll::Ready(frame) => {
+                        deadline.as_mut().reset(tokio::time::Instant::now() + *idle);
+                        frame.map(|f| f.map_err(Into::into))
+                    }
+                    Poll::Pending => {
+                        ready!(deadline.as_mut().poll(cx));
+                        this.record.set_outcome(miosa_core::Outcome::Error);
+                        return Poll::Ready(Some(Err(Box::new(Stalled))));
+                    }
+                },
             },
         };
         if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
@@ -72,7 +116,7 @@ impl Body for ReqBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             ReqKind::Full(bytes) => bytes.is_none(),
-            ReqKind::Stream { prefix, inner } => prefix.is_none() && inner.is_end_stream(),
+            ReqKind::Stream { prefix, inner, .. } => prefix.is_none() && inner.is_end_stream(),
         }
     }
 
@@ -81,7 +125,7 @@ impl Body for ReqBody {
             ReqKind::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            ReqKind::Stream { prefix, inner } => {
+            ReqKind::Stream { prefix, inner, .. } => {
                 let extra = prefix.as_ref().map_or(0, |p| p.len() as u64);
                 let inner = inner.size_hint();
                 let mut hint = SizeHint::new();

@@ -21,7 +21,7 @@ use hyper::{
 use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite},
-    net::{TcpStream, UnixStream},
+    net::TcpStream,
 };
 use tokio_rustls::LazyConfigAcceptor;
 use tracing::Instrument as _;
@@ -46,7 +46,10 @@ const TLS_HANDSHAKE: u8 = 0x16;
 
 /// Serves one connection accepted on a sandbox's socket until it closes or
 /// the sandbox is detached.
-pub(crate) async fn serve(stream: UnixStream, ctx: Arc<SandboxCtx>) {
+pub(crate) async fn serve<T>(stream: T, ctx: Arc<SandboxCtx>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let outer = Arc::new(Outer {
         ctx: ctx.clone(),
         resolved: Mutex::new(HashMap::new()),
@@ -54,37 +57,56 @@ pub(crate) async fn serve(stream: UnixStream, ctx: Arc<SandboxCtx>) {
     let svc = service_fn(move |req| {
         let outer = outer.clone();
         async move {
-            if let Some(refused) = admit(&outer.ctx).await {
-                return Ok::<_, Infallible>(refused);
-            }
+            let _slot = match admit(&outer.ctx).await {
+                Ok(slot) => slot,
+                Err(refused) => return Ok::<_, Infallible>(refused),
+            };
             Ok::<_, Infallible>(outer.handle(req).await)
         }
     });
-    serve_http(stream, svc, &ctx.stop).await;
+    serve_http(stream, svc, &ctx.stop, ctx.shared.limits.header_timeout).await;
 }
 
-/// `None` when the audit log can take the row of the next request; else the
-/// 503 the sandbox gets instead (the request is not sent, and with the log
-/// unable to write, the refusal itself is only logged).
-async fn admit(ctx: &SandboxCtx) -> Option<Response<RespBody>> {
-    ctx.shared.audit.admit().await.err().map(|_| {
-        tracing::warn!(sandbox = %ctx.identity.sandbox_id, "egress refused: the audit log is unavailable");
+/// A request slot of the sandbox (held until the answer's head is sent)
+/// once the audit log can take its row; else the 503 the sandbox gets
+/// instead (the request is not sent; with the log unable to write, the
+/// refusal itself is only logged).
+async fn admit(ctx: &SandboxCtx) -> Result<tokio::sync::OwnedSemaphorePermit, Response<RespBody>> {
+    let refuse = |why: String| {
         crate::forward::text_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("miosa egress: {}\n", EgressError::AuditUnavailable),
+            format!("miosa egress: {why}\n"),
             None,
         )
-    })
+    };
+    let wait = ctx.shared.limits.header_timeout;
+    let slot = match tokio::time::timeout(wait, ctx.in_flight.clone().acquire_owned()).await {
+        Ok(Ok(slot)) => slot,
+        _ => {
+            tracing::debug!(sandbox = %ctx.identity.sandbox_id, "egress refused: too many requests in flight");
+            return Err(refuse(format!(
+                "too_many_requests: more than {} requests of this sandbox are in flight",
+                ctx.shared.limits.max_in_flight
+            )));
+        }
+    };
+    if ctx.shared.audit.admit().await.is_err() {
+        tracing::warn!(sandbox = %ctx.identity.sandbox_id, "egress refused: the audit log is unavailable");
+        return Err(refuse(EgressError::AuditUnavailable.to_string()));
+    }
+    Ok(slot)
 }
 
 /// Serves HTTP/1.1 (with upgrades) on `io` until it closes or `stop`.
-async fn serve_http<I, S>(io: I, svc: S, stop: &Shutdown)
+async fn serve_http<I, S>(io: I, svc: S, stop: &Shutdown, header_timeout: Duration)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<RespBody>, Error = Infallible>,
     S::Future: Send + 'static,
 {
     let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::select! {
@@ -300,12 +322,14 @@ where
 
     let target = Arc::new(target);
     let stop = ctx.stop.clone();
+    let header_timeout = ctx.shared.limits.header_timeout;
     let svc = service_fn(move |req| {
         let (ctx, target) = (ctx.clone(), target.clone());
         async move {
-            if let Some(refused) = admit(&ctx).await {
-                return Ok::<_, Infallible>(refused);
-            }
+            let _slot = match admit(&ctx).await {
+                Ok(slot) => slot,
+                Err(refused) => return Ok::<_, Infallible>(refused),
+            };
             if let Some(named) = misdirected(&req, &target) {
                 let record = Record::new(
                     ctx.shared.audit.clone(),
@@ -323,7 +347,7 @@ where
             Ok::<_, Infallible>(forward(&ctx, req, &target, true).await)
         }
     });
-    serve_http(tls, svc, &stop).await;
+    serve_http(tls, svc, &stop, header_timeout).await;
 }
 
 /// The authority a request inside a tunnel names (its absolute-form target,

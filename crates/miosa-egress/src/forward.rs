@@ -3,7 +3,7 @@
 //! response back scrubbed. `Upgrade` requests (WebSocket) become spliced
 //! streams once the upstream switches protocols.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use http::{
@@ -103,7 +103,12 @@ async fn exchange(
     .then(|| host_header(target, &parts.uri, default_port));
 
     let mut body = if tls {
-        read_body(incoming, ctx.shared.max_body_bytes).await?
+        read_body(
+            incoming,
+            ctx.shared.max_body_bytes,
+            ctx.shared.limits.body_idle_timeout,
+        )
+        .await?
     } else {
         BodyIn::Stream(Bytes::new(), incoming)
     };
@@ -173,7 +178,12 @@ async fn exchange(
 
     let body = match body {
         BodyIn::Buffered(b) => ReqBody::full(b, record.clone()),
-        BodyIn::Stream(prefix, rest) => ReqBody::stream(prefix, rest, record.clone()),
+        BodyIn::Stream(prefix, rest) => ReqBody::stream(
+            prefix,
+            rest,
+            record.clone(),
+            ctx.shared.limits.body_idle_timeout,
+        ),
     };
     let key = PoolKey {
         host: target.host.clone(),
@@ -406,8 +416,9 @@ async fn send(
 }
 
 /// Reads the body whole if it fits in `max` bytes; otherwise returns what
-/// was read and the rest, to be streamed unchanged.
-async fn read_body(mut body: Incoming, max: usize) -> Result<BodyIn, EgressError> {
+/// was read and the rest, to be streamed unchanged. A body that stalls for
+/// `idle` is abandoned.
+async fn read_body(mut body: Incoming, max: usize, idle: Duration) -> Result<BodyIn, EgressError> {
     if body.is_end_stream() {
         return Ok(BodyIn::Buffered(Bytes::new()));
     }
@@ -419,7 +430,13 @@ async fn read_body(mut body: Incoming, max: usize) -> Result<BodyIn, EgressError
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     let mut len = 0usize;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let Some(frame) = tokio::time::timeout(idle, body.frame())
+            .await
+            .map_err(|_| EgressError::BadRequest("the request body stalled"))?
+        else {
+            break;
+        };
         let frame =
             frame.map_err(|_| EgressError::BadRequest("the request body could not be read"))?;
         let Ok(data) = frame.into_data() else {

@@ -89,6 +89,46 @@ impl Shutdown {
     }
 }
 
+/// A stream that holds something (a connection slot) until it is dropped.
+pub(crate) struct Held<T, H> {
+    inner: T,
+    _held: H,
+}
+
+impl<T, H> Held<T, H> {
+    pub(crate) fn new(inner: T, held: H) -> Self {
+        Self { inner, _held: held }
+    }
+}
+
+impl<T: AsyncRead + Unpin, H: Unpin> AsyncRead for Held<T, H> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin, H: Unpin> AsyncWrite for Held<T, H> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// `inner`, with `prefix` (bytes already read from it) served first.
 pub(crate) struct Prefixed<T> {
     prefix: Bytes,

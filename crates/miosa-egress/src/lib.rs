@@ -52,4 +52,4 @@ pub use credential::{
     SinkFuture,
 };
 pub use error::EgressError;
-pub use proxy::EgressProxy;
+pub use proxy::{EgressProxy, SocketPaths};

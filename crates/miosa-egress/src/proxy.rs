@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashMap,
-    os::unix::fs::{FileTypeExt, PermissionsExt},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
@@ -18,7 +18,7 @@ use crate::{
     ca::SandboxCa,
     conn,
     credential::{AuditSink, CredentialSource, SandboxIdentity},
-    io::{Shutdown, Tasks},
+    io::{Held, Shutdown, Tasks},
     leaf::Leaves,
     pool::Pool,
     target::Resolver,
@@ -32,8 +32,18 @@ pub(crate) struct Shared {
     pub resolver: Resolver,
     pub max_body_bytes: usize,
     pub raw_tunnel_ports: Vec<u16>,
+    pub limits: Limits,
     client_tls: Arc<ClientConfig>,
     provider: Arc<CryptoProvider>,
+}
+
+/// What one sandbox may use of the proxy.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_connections: usize,
+    pub max_in_flight: usize,
+    pub header_timeout: Duration,
+    pub body_idle_timeout: Duration,
 }
 
 /// One attached sandbox, as its connections see it.
@@ -45,6 +55,8 @@ pub(crate) struct SandboxCtx {
     pub stop: Shutdown,
     /// Every task serving this sandbox's connections.
     pub tasks: Tasks,
+    /// Its requests in flight.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 struct Attached {
@@ -80,6 +92,12 @@ impl EgressProxy {
                 resolver: Resolver::new(&cfg.resolve),
                 max_body_bytes: cfg.max_body_bytes,
                 raw_tunnel_ports: cfg.raw_tunnel_ports,
+                limits: Limits {
+                    max_connections: cfg.max_connections.max(1),
+                    max_in_flight: cfg.max_in_flight.max(1),
+                    header_timeout: cfg.header_timeout,
+                    body_idle_timeout: cfg.body_idle_timeout,
+                },
                 client_tls,
                 provider,
             }),
@@ -94,15 +112,22 @@ impl EgressProxy {
         SandboxCa::generate(sandbox)
     }
 
-    /// Binds `socket` (removing a stale socket file first, mode 0666: the
-    /// directory it lives in is the access control) and serves it on a
-    /// background task until [`detach`](Self::detach). Returns once the
-    /// socket accepts connections.
+    /// Binds the sandbox's socket and serves it on a background task until
+    /// [`detach`](Self::detach). Returns once the socket accepts
+    /// connections.
+    ///
+    /// `socket.path` is in a directory the sandbox can write (root inside
+    /// may have planted a link there). So the socket is bound at
+    /// `socket.staging`, in a directory only the host reaches, given its
+    /// mode there (0666: the directory it ends up in is the access
+    /// control), and renamed onto `socket.path`: a rename replaces whatever
+    /// is there without following it, and no host operation ever resolves
+    /// a path the sandbox controls.
     pub async fn attach(
         &self,
         identity: SandboxIdentity,
         ca: SandboxCa,
-        socket: &Path,
+        socket: &SocketPaths,
     ) -> Result<(), EgressError> {
         if ca.sandbox_id() != &identity.sandbox_id {
             return Err(EgressError::Config(format!(
@@ -121,6 +146,9 @@ impl EgressProxy {
         let tasks = Tasks::default();
         let ctx = Arc::new(SandboxCtx {
             tasks: tasks.clone(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                self.shared.limits.max_in_flight,
+            )),
             shared: self.shared.clone(),
             identity: Arc::new(identity),
             leaves: Leaves::new(ca, self.shared.provider.clone()),
@@ -132,7 +160,7 @@ impl EgressProxy {
             sandbox_id,
             Attached {
                 stop: switch,
-                socket: socket.to_owned(),
+                socket: socket.path.clone(),
                 accept,
                 tasks,
             },
@@ -187,24 +215,35 @@ impl Drop for EgressProxy {
     }
 }
 
-fn bind(socket: &Path) -> Result<UnixListener, EgressError> {
-    let err = |source: std::io::Error| EgressError::Listen {
-        path: socket.to_owned(),
-        source,
+/// Where a sandbox's egress socket goes (see [`EgressProxy::attach`]).
+#[derive(Debug, Clone)]
+pub struct SocketPaths {
+    /// The path the sandbox connects to.
+    pub path: PathBuf,
+    /// Where it is bound first: in a directory only the host can reach, on
+    /// the same filesystem as `path`.
+    pub staging: PathBuf,
+}
+
+fn bind(socket: &SocketPaths) -> Result<UnixListener, EgressError> {
+    let err = |path: &Path| {
+        let path = path.to_owned();
+        move |source: std::io::Error| EgressError::Listen { path, source }
     };
-    match std::fs::symlink_metadata(socket) {
-        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(socket).map_err(err)?,
-        Ok(_) => {
-            return Err(err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "exists and is not a socket",
-            )))
-        }
+    let staging = &socket.staging;
+    // A leftover from an interrupted attach (the directory is the host's own).
+    match std::fs::symlink_metadata(staging) {
+        Ok(_) => std::fs::remove_file(staging).map_err(err(staging))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
+        Err(e) => return Err(err(staging)(e)),
     }
-    let listener = UnixListener::bind(socket).map_err(err)?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).map_err(err)?;
+    let listener = UnixListener::bind(staging).map_err(err(staging))?;
+    let placed = std::fs::set_permissions(staging, std::fs::Permissions::from_mode(0o666))
+        .and_then(|()| std::fs::rename(staging, &socket.path));
+    if let Err(e) = placed {
+        remove_socket(staging);
+        return Err(err(&socket.path)(e));
+    }
     Ok(listener)
 }
 
@@ -217,11 +256,24 @@ fn remove_socket(socket: &Path) {
 }
 
 async fn accept_loop(listener: UnixListener, ctx: Arc<SandboxCtx>) {
+    let open = Arc::new(tokio::sync::Semaphore::new(
+        ctx.shared.limits.max_connections,
+    ));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    // Over the limit: closed at once, so one sandbox cannot
+                    // take the host's descriptors or the proxy's memory.
+                    let Ok(slot) = open.clone().try_acquire_owned() else {
+                        tracing::debug!(sandbox = %ctx.identity.sandbox_id, "egress connection refused: too many open");
+                        drop(stream);
+                        continue;
+                    };
                     let span = tracing::debug_span!("egress", sandbox = %ctx.identity.sandbox_id);
+                    // The slot lives with the socket, through upgrades and
+                    // tunnels, until the socket is closed.
+                    let stream = Held::new(stream, slot);
                     ctx.tasks.spawn(conn::serve(stream, ctx.clone()).instrument(span));
                 }
                 Err(e) => {

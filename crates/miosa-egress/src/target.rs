@@ -1,6 +1,12 @@
 //! Where a request goes: the operator's override list first, else DNS, then
 //! the network policy. The address checked is the address connected to, so
 //! a name that re-resolves elsewhere later (DNS rebinding) changes nothing.
+//!
+//! DNS is an in-process asynchronous resolver (the system's
+//! `/etc/resolv.conf` and `/etc/hosts`): a lookup that times out or whose
+//! request is dropped frees everything it held, unlike `getaddrinfo` on a
+//! blocking thread, which keeps the thread until the system resolver gives
+//! up — so one sandbox's slow lookups cannot starve the others'.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -32,17 +38,42 @@ pub(crate) struct Target {
 pub(crate) struct Resolver {
     overrides: HashMap<String, SocketAddr>,
     local: LocalAddrs,
+    dns: Option<hickory_resolver::TokioResolver>,
 }
 
 impl Resolver {
     pub(crate) fn new(overrides: &[(String, SocketAddr)]) -> Self {
+        let dns = match hickory_resolver::Resolver::builder_tokio() {
+            Ok(mut b) => {
+                let opts = b.options_mut();
+                opts.timeout = RESOLVE_TIMEOUT / 2;
+                opts.attempts = 2;
+                Some(b.build())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no usable DNS configuration (/etc/resolv.conf); only mapped hosts and addresses resolve");
+                None
+            }
+        };
         Self {
             overrides: overrides
                 .iter()
                 .map(|(h, a)| (normalize_host(h), *a))
                 .collect(),
             local: LocalAddrs::default(),
+            dns,
         }
+    }
+
+    /// Every address `host` resolves to, on `port`.
+    async fn lookup(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+        let dns = self.dns.as_ref().ok_or("no DNS configuration")?;
+        // A trailing dot: the name is absolute, no search domains.
+        let found = tokio::time::timeout(RESOLVE_TIMEOUT, dns.lookup_ip(format!("{host}.")))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        Ok(found.iter().map(|ip| SocketAddr::new(ip, port)).collect())
     }
 
     /// Resolves `host` once and checks every address it has; the first is
@@ -66,14 +97,7 @@ impl Resolver {
                 if !plausible_hostname(&host) {
                     return Err(resolve_err("not a hostname".into()));
                 }
-                tokio::time::timeout(
-                    RESOLVE_TIMEOUT,
-                    tokio::net::lookup_host((host.as_str(), port)),
-                )
-                .await
-                .map_err(|_| resolve_err("timed out".into()))?
-                .map_err(|e| resolve_err(e.to_string()))?
-                .collect()
+                self.lookup(&host, port).await.map_err(resolve_err)?
             }
         };
         let Some(first) = addrs.first().copied() else {

@@ -571,7 +571,7 @@ async fn detach_closes_the_socket_and_its_connections() {
     assert!(h.socket.exists());
     let ca = h.proxy.new_ca(&id).unwrap();
     h.proxy
-        .attach(h.identity.clone(), ca, &h.socket)
+        .attach(h.identity.clone(), ca, &h.paths)
         .await
         .unwrap();
     let (status, _, _) = h.connect("raw.example:443").await;
@@ -579,7 +579,7 @@ async fn detach_closes_the_socket_and_its_connections() {
     let ca = h.proxy.new_ca(&id).unwrap();
     let err = h
         .proxy
-        .attach(h.identity.clone(), ca, &h.socket)
+        .attach(h.identity.clone(), ca, &h.paths)
         .await
         .unwrap_err();
     assert!(

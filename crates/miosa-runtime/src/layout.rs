@@ -15,6 +15,7 @@
 //!         ca-bundle.pem                0644, host bundle + CA, bound read-only over
 //!                                      /etc/ssl/certs/ca-certificates.crt (egress only)
 //!     agent.sock                       hard link to run/agent.sock, out of the sandbox's reach
+//!     egress.sock.new                  where the egress socket is bound before being renamed into run/
 //!     container.log                    runc's and the agent's stdout/stderr
 //!     init.pid                         host PID of the agent
 //! ```

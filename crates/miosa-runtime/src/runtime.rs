@@ -148,13 +148,21 @@ impl Runtime {
         self.inner.layout.sandbox(id).socket()
     }
 
-    /// Host path where the egress proxy must bind the sandbox's socket; the
-    /// agent inside bridges `127.0.0.1:3128` to it. The directory is the
-    /// sandbox's run dir, which root inside can write: the proxy should
-    /// remove a stale entry before binding, and the connection it accepts
-    /// on its own listener, not the path, is the sandbox's identity.
+    /// Host path of the sandbox's egress socket; the agent inside bridges
+    /// `127.0.0.1:3128` to it. The directory is the sandbox's run dir, which
+    /// root inside can write: the proxy binds at
+    /// [`Runtime::egress_socket_staging`] and renames the socket here, and
+    /// the connection it accepts on its own listener, not the path, is the
+    /// sandbox's identity.
     pub fn egress_socket(&self, id: &str) -> PathBuf {
         self.inner.layout.sandbox(id).egress_socket()
+    }
+
+    /// Where the egress proxy binds a sandbox's socket before renaming it
+    /// onto [`Runtime::egress_socket`]: in the sandbox's own directory,
+    /// which only the host can reach, on the same filesystem.
+    pub fn egress_socket_staging(&self, id: &str) -> PathBuf {
+        self.inner.layout.sandbox(id).dir.join("egress.sock.new")
     }
 
     /// Replaces the egress CA of a running sandbox created with one (when

@@ -3,7 +3,7 @@
 //! proxy bound to the sandbox's own socket, and detaching on teardown.
 
 use miosa_core::{audit::action, AuditEntry, Outcome, Sandbox};
-use miosa_egress::{SandboxCa, SandboxIdentity};
+use miosa_egress::{SandboxCa, SandboxIdentity, SocketPaths};
 
 use crate::{Result, SandboxError, Sandboxes};
 
@@ -35,7 +35,10 @@ impl Sandboxes {
         let (Some(proxy), Some(ca)) = (&self.egress, ca) else {
             return Ok(());
         };
-        let socket = self.runtime.egress_socket(s.id.as_str());
+        let socket = SocketPaths {
+            path: self.runtime.egress_socket(s.id.as_str()),
+            staging: self.runtime.egress_socket_staging(s.id.as_str()),
+        };
         proxy
             .attach(identity(s), ca, &socket)
             .await

@@ -53,6 +53,10 @@ pub struct Config {
     pub egress_upstream_ca: Option<PathBuf>,
     /// Ports a raw (non-TLS) CONNECT tunnel may reach.
     pub egress_allowed_ports: Vec<u16>,
+    /// Connections one sandbox may hold open to the egress proxy.
+    pub egress_max_connections: usize,
+    /// Requests one sandbox may have in flight through the egress proxy.
+    pub egress_max_in_flight: usize,
     /// How often each tenant's audit chain head is signed (0: only by
     /// `miosa admin audit verify`).
     pub audit_checkpoint_interval: std::time::Duration,
@@ -79,6 +83,8 @@ struct FileConfig {
     egress_resolve: Option<String>,
     egress_upstream_ca: Option<String>,
     egress_allowed_ports: Option<String>,
+    egress_max_connections: Option<u64>,
+    egress_max_in_flight: Option<u64>,
     audit_checkpoint_interval: Option<u64>,
 }
 
@@ -180,6 +186,14 @@ const AUDIT_CHECKPOINT_INTERVAL: Key = Key {
 const EGRESS_ALLOWED_PORTS: Key = Key {
     file: "egress_allowed_ports",
     env: "MIOSA_EGRESS_ALLOWED_PORTS",
+};
+const EGRESS_MAX_CONNECTIONS: Key = Key {
+    file: "egress_max_connections",
+    env: "MIOSA_EGRESS_MAX_CONNECTIONS",
+};
+const EGRESS_MAX_IN_FLIGHT: Key = Key {
+    file: "egress_max_in_flight",
+    env: "MIOSA_EGRESS_MAX_IN_FLIGHT",
 };
 
 impl Config {
@@ -383,6 +397,29 @@ impl Config {
                 parse_ports(&v).map_err(|reason| invalid(&EGRESS_ALLOWED_PORTS, origin, reason))?
             }
         };
+        // Per-sandbox egress bounds: 1 to 65536 each.
+        let count = |key: &Key, from_file: Option<u64>, default: usize| match pick(
+            key,
+            from_file.map(|n| n.to_string()),
+        ) {
+            None => Ok(default),
+            Some((v, origin)) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=65_536).contains(n))
+                .ok_or_else(|| invalid(key, origin, "must be a number from 1 to 65536".into())),
+        };
+        let egress_max_connections = count(
+            &EGRESS_MAX_CONNECTIONS,
+            file.egress_max_connections,
+            miosa_egress::config::DEFAULT_MAX_CONNECTIONS,
+        )?;
+        let egress_max_in_flight = count(
+            &EGRESS_MAX_IN_FLIGHT,
+            file.egress_max_in_flight,
+            miosa_egress::config::DEFAULT_MAX_IN_FLIGHT,
+        )?;
         let audit_checkpoint_interval = match pick(
             &AUDIT_CHECKPOINT_INTERVAL,
             file.audit_checkpoint_interval.map(|s| s.to_string()),
@@ -456,6 +493,8 @@ impl Config {
             egress_resolve,
             egress_upstream_ca,
             egress_allowed_ports,
+            egress_max_connections,
+            egress_max_in_flight,
             audit_checkpoint_interval,
         })
     }
@@ -579,6 +618,13 @@ egress = true
 # address. Intercepted HTTPS may go to any port.  env: MIOSA_EGRESS_ALLOWED_PORTS
 egress_allowed_ports = "443,80"
 
+# What one sandbox may use of the egress proxy: connections held open at once
+# (more are closed as they arrive) and requests in flight (more wait up to
+# 10 s, then get 503 `too_many_requests`).
+#                     env: MIOSA_EGRESS_MAX_CONNECTIONS, MIOSA_EGRESS_MAX_IN_FLIGHT
+egress_max_connections = 256
+egress_max_in_flight = 128
+
 # Seconds between signed checkpoints of each tenant's audit chain head (an
 # Ed25519 key derived from the master key, not stored in the database);
 # 0: only when `miosa admin audit verify` runs.
@@ -620,6 +666,22 @@ mod tests {
         assert!(c.root_key.is_none());
         assert_eq!(c.log_format, LogFormat::Pretty);
         assert_eq!(c.egress_allowed_ports, [443, 80]);
+        assert_eq!(c.egress_max_connections, 256);
+        assert_eq!(c.egress_max_in_flight, 128);
+    }
+
+    #[test]
+    fn egress_bounds() {
+        let c = load(Some("egress_max_connections = 64"), &[]).unwrap();
+        assert_eq!(c.egress_max_connections, 64);
+        let c = load(None, &[("MIOSA_EGRESS_MAX_IN_FLIGHT", "8")]).unwrap();
+        assert_eq!(c.egress_max_in_flight, 8);
+        for bad in ["0", "65537", "many", "-1"] {
+            let e = load(None, &[("MIOSA_EGRESS_MAX_CONNECTIONS", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("egress_max_connections"), "{bad}: {e}");
+        }
     }
 
     #[test]

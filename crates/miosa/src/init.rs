@@ -236,3 +236,15 @@ pub fn key_ring(config: &Config) -> anyhow::Result<miosa_vault::KeyRing> {
 pub fn placeholder_key(pepper: &Pepper) -> Vec<u8> {
     hex::decode(pepper.hash_key("miosa placeholder key v1").to_hex()).unwrap_or_default()
 }
+
+/// Raises this process's soft limit on open files to its hard limit (each
+/// sandbox's egress connections and upstream sockets are descriptors);
+/// returns the new soft limit.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(std::io::Error::from)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(std::io::Error::from)?;
+    }
+    Ok(hard.max(soft))
+}

@@ -36,6 +36,10 @@ const FINAL_FLUSH: Duration = Duration::from_secs(10);
 
 /// Opens the store, initialises, binds and starts serving.
 pub async fn start(config: &Config) -> anyhow::Result<Server> {
+    match init::raise_open_files_limit() {
+        Ok(n) => tracing::info!(open_files = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
     init::ensure_data_dir(&config.data_dir)?;
     let store = storage::open(config.database_url.expose())
         .await
@@ -155,6 +159,8 @@ async fn start_sandboxes(
             resolve: config.egress_resolve.clone(),
             upstream_extra_ca: config.egress_upstream_ca.clone(),
             raw_tunnel_ports: config.egress_allowed_ports.clone(),
+            max_connections: config.egress_max_connections,
+            max_in_flight: config.egress_max_in_flight,
             ..miosa_egress::EgressConfig::default()
         };
         let proxy = miosa_egress::EgressProxy::new(

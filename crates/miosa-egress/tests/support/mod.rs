@@ -31,7 +31,7 @@ use miosa_core::{
 };
 use miosa_egress::{
     AuditSink, AuditUnavailable, Credential, CredentialSource, EgressConfig, EgressProxy,
-    SandboxIdentity, SecretValue, SinkFuture,
+    SandboxIdentity, SecretValue, SinkFuture, SocketPaths,
 };
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::{
@@ -295,6 +295,9 @@ async fn upstream_handle(
         .get(http::header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
+    if path == "/slow" {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let mut resp = if path == "/echo" {
         Response::new(full(echo()))
     } else if path == "/spaced" {
@@ -578,6 +581,7 @@ pub struct Harness {
     pub audit: Arc<TestAudit>,
     pub identity: SandboxIdentity,
     pub socket: PathBuf,
+    pub paths: SocketPaths,
     pub ca_pem: String,
     pub upstream: Upstream,
     /// The PEM of the CA that signed `upstream`'s certificate.
@@ -657,8 +661,14 @@ impl Harness {
 
         let ca = proxy.new_ca(&identity.sandbox_id).unwrap();
         let ca_pem = ca.cert_pem().to_owned();
-        let socket = dir.path().join("egress.sock");
-        proxy.attach(identity.clone(), ca, &socket).await.unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        let socket = run.join("egress.sock");
+        let paths = SocketPaths {
+            path: socket.clone(),
+            staging: dir.path().join("egress.sock.new"),
+        };
+        proxy.attach(identity.clone(), ca, &paths).await.unwrap();
         Self {
             dir,
             proxy,
@@ -666,6 +676,7 @@ impl Harness {
             audit,
             identity,
             socket,
+            paths,
             ca_pem,
             upstream,
             upstream_ca_pem,
