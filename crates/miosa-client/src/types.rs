@@ -104,6 +104,9 @@ pub struct Sandbox {
     pub metadata: std::collections::BTreeMap<String, String>,
     pub cpu: f64,
     pub memory_mb: u32,
+    /// Disk size in MiB (`None` for sandboxes made before disks were limited).
+    #[serde(default)]
+    pub disk_mb: Option<u32>,
     pub timeout_seconds: u32,
     pub on_timeout: String,
     pub created_at: String,

@@ -97,6 +97,9 @@ pub struct Sandbox {
     /// vCPUs (CFS quota), e.g. 0.5, 1.0, 2.0.
     pub cpu: f64,
     pub memory_mb: u32,
+    /// Size of the sandbox's disk in MiB (`None` for sandboxes made before
+    /// disks were limited).
+    pub disk_mb: Option<u32>,
     pub timeout_seconds: u32,
     pub on_timeout: OnTimeout,
     pub created_at: OffsetDateTime,

@@ -545,6 +545,7 @@ mod tests {
             ],
             cpu: 0.5,
             memory_mb: 256,
+            disk_mb: 256,
             egress_ca_pem: None,
         }
     }

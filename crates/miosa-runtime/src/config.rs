@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+pub use crate::disk::{MAX_DISK_MB, MIN_DISK_MB};
 use crate::error::{Result, RuntimeError};
 
 /// Host-wide settings of the runtime.
@@ -43,6 +44,9 @@ pub struct SandboxSpec {
     pub cpu: f64,
     /// Memory limit in MiB; swap is not allowed on top of it.
     pub memory_mb: u64,
+    /// Size of the sandbox's disk in MiB: its writable layer, `/run/miosa`
+    /// and its agent's log share it (see `disk`).
+    pub disk_mb: u64,
     /// PEM of the egress proxy's interception CA. `Some` enables egress: the
     /// CA joins the sandbox's trust bundle and the proxy variables
     /// (`HTTP_PROXY`, `SSL_CERT_FILE`, …) are set; `env` overrides them.
@@ -116,6 +120,15 @@ impl SandboxSpec {
                 ),
             });
         }
+        if !(MIN_DISK_MB..=MAX_DISK_MB).contains(&self.disk_mb) {
+            return Err(RuntimeError::InvalidSpec {
+                field: "disk_mb",
+                reason: format!(
+                    "{} is outside {MIN_DISK_MB}..={MAX_DISK_MB} MiB",
+                    self.disk_mb
+                ),
+            });
+        }
         Ok(())
     }
 
@@ -168,6 +181,7 @@ mod tests {
             env: vec![("FOO".into(), "bar=baz".into())],
             cpu: 1.5,
             memory_mb: 512,
+            disk_mb: 1024,
             egress_ca_pem: None,
         }
     }
@@ -222,6 +236,12 @@ mod tests {
         let mut s = spec();
         s.memory_mb = 1;
         assert_eq!(field_of(&s), "memory_mb");
+        let mut s = spec();
+        s.disk_mb = 8;
+        assert_eq!(field_of(&s), "disk_mb");
+        let mut s = spec();
+        s.disk_mb = u64::MAX;
+        assert_eq!(field_of(&s), "disk_mb");
         let mut s = spec();
         s.egress_ca_pem = Some("not a certificate".into());
         assert_eq!(field_of(&s), "egress_ca_pem");

@@ -235,7 +235,10 @@ mod tests {
                 std::thread::current().id()
             ));
             let _ = fs::remove_dir_all(&dir);
-            let paths = SandboxPaths { dir };
+            let paths = SandboxPaths {
+                disk_image: dir.with_extension("img"),
+                dir,
+            };
             fs::create_dir_all(paths.run()).unwrap();
             Self(paths)
         }

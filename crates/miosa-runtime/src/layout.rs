@@ -4,7 +4,8 @@
 //! <data_dir>/runc/                     runc --root (container state)
 //! <data_dir>/templates/default         -> default-<fingerprint> (symlink, swapped atomically)
 //! <data_dir>/templates/default-<fp>/   VERSION, rootfs/ (the read-only skeleton)
-//! <data_dir>/sandboxes/<id>/           0700, the OCI bundle:
+//! <data_dir>/disks/<id>.img            the sandbox's disk (sparse ext4 image, see `disk`)
+//! <data_dir>/sandboxes/<id>/           0700, the OCI bundle, the disk's mount point:
 //!     config.json                      the generated OCI spec
 //!     rootfs/                          overlay mount point (lower = template, upper, work)
 //!     upper/ work/                     the sandbox's writable layer
@@ -16,7 +17,8 @@
 //!                                      /etc/ssl/certs/ca-certificates.crt (egress only)
 //!     agent.sock                       hard link to run/agent.sock, out of the sandbox's reach
 //!     egress.sock.new                  where the egress socket is bound before being renamed into run/
-//!     container.log                    runc's and the agent's stdout/stderr
+//!     container.log                    runc's and the agent's stdout/stderr (append-only,
+//!                                      trimmed past 1 MiB into container.log.1)
 //!     init.pid                         host PID of the agent
 //! ```
 
@@ -41,6 +43,7 @@ pub(crate) const RUN_DIR_MODE: u32 = 0o711;
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
     sandboxes: PathBuf,
+    disks: PathBuf,
     templates: PathBuf,
     runc_root: PathBuf,
 }
@@ -49,6 +52,7 @@ impl Layout {
     pub(crate) fn new(data_dir: &Path) -> Self {
         Self {
             sandboxes: data_dir.join("sandboxes"),
+            disks: data_dir.join("disks"),
             templates: data_dir.join("templates"),
             runc_root: data_dir.join("runc"),
         }
@@ -56,6 +60,10 @@ impl Layout {
 
     pub(crate) fn sandboxes(&self) -> &Path {
         &self.sandboxes
+    }
+
+    pub(crate) fn disks(&self) -> &Path {
+        &self.disks
     }
 
     pub(crate) fn templates(&self) -> &Path {
@@ -70,6 +78,7 @@ impl Layout {
     pub(crate) fn sandbox(&self, id: &str) -> SandboxPaths {
         SandboxPaths {
             dir: self.sandboxes.join(id),
+            disk_image: self.disks.join(format!("{id}.img")),
         }
     }
 }
@@ -78,6 +87,9 @@ impl Layout {
 #[derive(Debug, Clone)]
 pub(crate) struct SandboxPaths {
     pub(crate) dir: PathBuf,
+    /// The image of the disk mounted on `dir` (absent for sandboxes made
+    /// before disks were).
+    pub(crate) disk_image: PathBuf,
 }
 
 impl SandboxPaths {
@@ -119,6 +131,10 @@ impl SandboxPaths {
     pub(crate) fn log(&self) -> PathBuf {
         self.dir.join("container.log")
     }
+    /// The log's previous part, kept when it is trimmed.
+    pub(crate) fn old_log(&self) -> PathBuf {
+        self.dir.join("container.log.1")
+    }
     pub(crate) fn pid_file(&self) -> PathBuf {
         self.dir.join("init.pid")
     }
@@ -146,5 +162,6 @@ mod tests {
             Path::new("/var/lib/miosa/sandboxes/sbx_1/run/egress.sock")
         );
         assert_eq!(layout.runc_root(), Path::new("/var/lib/miosa/runc"));
+        assert_eq!(p.disk_image, Path::new("/var/lib/miosa/disks/sbx_1.img"));
     }
 }

@@ -19,19 +19,24 @@
 //! CA in its trust bundle (`egress`); [`Runtime::replace_egress_ca`]
 //! rewrites it in place.
 //!
+//! Disk: each sandbox's directory is the mount point of its own ext4 disk
+//! of [`SandboxSpec::disk_mb`] (`disk`), which holds everything the sandbox
+//! can make grow: its writable layer, `/run/miosa` and the agent's log
+//! (`logs`, trimmed past 1 MiB). A full disk is `ENOSPC` inside, nothing
+//! outside.
+//!
 //! Modules: [`config`] (what callers pass), `layout` (paths under the data
-//! dir), `template` (the skeleton), `bundle` (the OCI `config.json`),
+//! dir), `disk` (the sandbox's disk), `logs` (the container log),
+//! `template` (the skeleton), `bundle` (the OCI `config.json`),
 //! `egress` (the proxy environment and CA files),
 //! `overlay` (the root mount), `runc` (the command line), `cgroups` (usage
 //! and cleanup), `ready` (waiting for the agent), `runtime` (the lifecycle)
 //! and `reconcile` (listing and removing orphans after a restart).
 //!
-//! Requires root, `runc` ≥ 1.1 and overlayfs on the data dir's file system.
+//! Requires root, `runc` ≥ 1.1, overlayfs on the data dir's file system,
+//! loop devices and `mkfs.ext4`.
 //!
 //! Known limits:
-//! - No disk quota: a sandbox's upper layer, `/run/miosa` and its
-//!   `container.log` (the agent's stdout/stderr) live on the data disk
-//!   unbounded; project quotas (XFS/ext4) would fix that.
 //! - Without `CAP_SYS_RESOURCE` (some container hosts) the agent gets no OOM
 //!   protection and the file limit is capped at ours.
 //! - The sandbox can read the host paths of its own overlay layers in
@@ -42,9 +47,11 @@
 mod bundle;
 mod cgroups;
 pub mod config;
+mod disk;
 mod egress;
 mod error;
 mod layout;
+mod logs;
 mod mountinfo;
 mod overlay;
 mod ready;

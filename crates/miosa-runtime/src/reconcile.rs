@@ -15,7 +15,8 @@ use crate::runtime::Runtime;
 
 impl Runtime {
     /// Every container runc knows under our root, plus sandbox directories
-    /// without a container (as [`ContainerState::Stopped`]), sorted by id.
+    /// and disk images without a container (as [`ContainerState::Stopped`]),
+    /// sorted by id.
     pub async fn list(&self) -> Result<Vec<(String, ContainerState)>> {
         let inner = self.inner();
         let mut found: BTreeMap<String, ContainerState> = inner
@@ -37,6 +38,20 @@ impl Runtime {
             // Anything else in there is not a sandbox we made.
             if validate_id(&name).is_ok() {
                 found.entry(name).or_insert(ContainerState::Stopped);
+            }
+        }
+        // A disk image left behind by a create or destroy cut short.
+        let disks = inner.layout.disks();
+        if let Ok(entries) = fs::read_dir(disks) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_suffix(".img") {
+                    if validate_id(id).is_ok() {
+                        found
+                            .entry(id.to_owned())
+                            .or_insert(ContainerState::Stopped);
+                    }
+                }
             }
         }
         Ok(found.into_iter().collect())

@@ -19,7 +19,7 @@ use crate::layout::{
 };
 use crate::runc::{ContainerState, Runc};
 use crate::template::{self, Template};
-use crate::{egress, mountinfo, overlay, ready};
+use crate::{disk, egress, logs, mountinfo, overlay, ready};
 
 /// How long teardown waits for killed processes to leave the cgroup.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -93,9 +93,15 @@ impl Runtime {
                 data_dir.display()
             )));
         }
-        for dir in [layout.sandboxes(), layout.templates(), layout.runc_root()] {
+        for dir in [
+            layout.sandboxes(),
+            layout.disks(),
+            layout.templates(),
+            layout.runc_root(),
+        ] {
             create_private_dir(dir)?;
         }
+        disk::check_host()?;
 
         let runc = Runc::new(config.runc.clone(), layout.runc_root().to_path_buf());
         let version = runc.version().await?;
@@ -120,16 +126,16 @@ impl Runtime {
                 .unwrap_or(1024),
         });
         tracing::info!(runc = %version, data_dir = %data_dir.display(), template = %template.rootfs.display(), "sandbox runtime ready");
-        Ok(Self {
-            inner: Arc::new(Inner {
-                layout,
-                runc,
-                cgroups,
-                base,
-                template,
-                max_id_len,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            layout,
+            runc,
+            cgroups,
+            base,
+            template,
+            max_id_len,
+        });
+        logs::spawn_trimmer(Arc::downgrade(&inner));
+        Ok(Self { inner })
     }
 
     /// Starts a sandbox and returns once its agent answers `GET /health`.
@@ -348,9 +354,9 @@ impl Inner {
 
         note(self.runc.delete(id).await);
         note(self.cgroups.remove(id).await);
-        let dir = paths.dir.clone();
+        let paths_ = paths.clone();
         note(
-            tokio::task::spawn_blocking(move || remove_sandbox_dir(&dir))
+            tokio::task::spawn_blocking(move || remove_sandbox_dir(&paths_))
                 .await
                 .unwrap_or_else(|e| {
                     Err(RuntimeError::io(
@@ -381,13 +387,15 @@ impl Inner {
     }
 }
 
-/// Builds the sandbox's files and mounts its root; returns the log file. Blocking.
+/// Makes the sandbox's disk, builds its files on it and mounts its root;
+/// returns the log file. Blocking.
 fn prepare(
     paths: &SandboxPaths,
     lower: &Path,
     spec: &SandboxSpec,
     config: &[u8],
 ) -> Result<fs::File> {
+    disk::create(&paths.disk_image, &paths.dir, spec.disk_mb)?;
     let upper = paths.upper();
     let etc = upper.join("etc");
     for dir in [&upper, &etc] {
@@ -415,33 +423,49 @@ fn prepare(
     write(etc.join("hosts"), template::hosts_file(hostname).as_bytes())?;
     write(paths.config(), config)?;
     overlay::mount_overlay(lower, &upper, &paths.work(), &paths.rootfs())?;
-    let log = paths.log();
-    fs::File::create(&log).map_err(io_err(|| format!("creating {}", log.display())))
+    logs::create(&paths.log())
 }
 
-/// Unmounts what is left under the sandbox dir and deletes it — but never
-/// deletes across a mount point that would not go away.
-fn remove_sandbox_dir(dir: &Path) -> Result<()> {
-    if !dir.exists() {
-        return Ok(());
-    }
-    overlay::unmount_all_under(dir)?;
-    let remaining = mountinfo::mounts_under(&mountinfo::read()?, dir);
-    if !remaining.is_empty() {
-        return Err(RuntimeError::Teardown {
+/// Unmounts what is mounted below the sandbox dir, empties the disk (so
+/// unmounting it writes nothing back), unmounts it and deletes the dir and
+/// the disk image — but never deletes across a mount point that would not
+/// go away.
+fn remove_sandbox_dir(paths: &SandboxPaths) -> Result<()> {
+    let dir = &paths.dir;
+    if dir.exists() {
+        let still_mounted = |below_only: bool| -> Result<Vec<PathBuf>> {
+            let mut found = mountinfo::mounts_under(&mountinfo::read()?, dir);
+            found.retain(|p| !below_only || p != dir);
+            Ok(found)
+        };
+        let refuse = |remaining: Vec<PathBuf>| RuntimeError::Teardown {
             id: dir
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             reason: format!("still mounted: {remaining:?}"),
-        });
-    }
-    match fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != ErrorKind::NotFound => {
-            Err(RuntimeError::io(format!("removing {}", dir.display()), e))
+        };
+        for point in still_mounted(true)? {
+            overlay::unmount_all_under(&point)?;
         }
-        _ => Ok(()),
+        let remaining = still_mounted(true)?;
+        if !remaining.is_empty() {
+            return Err(refuse(remaining));
+        }
+        disk::empty(dir)?;
+        disk::unmount(dir)?;
+        let remaining = still_mounted(false)?;
+        if !remaining.is_empty() {
+            return Err(refuse(remaining));
+        }
+        match fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                return Err(RuntimeError::io(format!("removing {}", dir.display()), e))
+            }
+            _ => {}
+        }
     }
+    disk::remove_image(&paths.disk_image)
 }
 
 /// Capability number of `CAP_SYS_RESOURCE`.

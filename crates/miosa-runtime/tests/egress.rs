@@ -228,9 +228,12 @@ async fn the_trust_bundle_ends_with_the_ca_and_only_root_outside_can_change_it()
 fn fake_proxy(
     listener: UnixListener,
     answer: &'static str,
-) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+) -> (
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, heads) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             let Ok((mut conn, _)) = listener.accept().await else {
                 return;
@@ -251,7 +254,7 @@ fn fake_proxy(
             });
         }
     });
-    heads
+    (heads, task)
 }
 
 #[tokio::test]
@@ -283,7 +286,7 @@ async fn curl_reaches_the_host_proxy_through_the_bridge_or_gets_a_502() {
     const BODY: &str = "hello from the host\n";
     const ANSWER: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\nhello from the host\n";
     assert_eq!(BODY.len(), 20);
-    let mut heads = fake_proxy(UnixListener::bind(&socket).unwrap(), ANSWER);
+    let (mut heads, proxy) = fake_proxy(UnixListener::bind(&socket).unwrap(), ANSWER);
     for user in [RunAs::User, RunAs::Root] {
         let out = sh(&client, user, "curl -s http://example.test/hello").await;
         assert_eq!(String::from_utf8_lossy(&out.stdout), BODY, "{}", text(&out));
@@ -327,6 +330,10 @@ async fn curl_reaches_the_host_proxy_through_the_bridge_or_gets_a_502() {
         "{head}"
     );
 
+    // As the real proxy does: let go of the socket (which is on the
+    // sandbox's disk) before the sandbox is destroyed.
+    proxy.abort();
+    let _ = proxy.await;
     host.runtime.destroy(&spec.id).await.unwrap();
     host.assert_no_trace(&spec.id);
 }

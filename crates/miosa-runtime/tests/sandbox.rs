@@ -230,6 +230,84 @@ async fn limits_are_in_the_host_cgroups() {
     );
 }
 
+/// Free bytes on the file system holding `path`.
+fn free_bytes(path: &Path) -> u64 {
+    let st = nix::sys::statvfs::statvfs(path).unwrap();
+    st.blocks_available() * st.fragment_size()
+}
+
+#[tokio::test]
+async fn a_full_disk_is_enospc_inside_and_nothing_outside() {
+    let host = TestHost::new().await;
+    let mut spec = host.spec();
+    spec.disk_mb = 64;
+    host.runtime.create(&spec).await.unwrap();
+    let other = host.spec();
+    host.runtime.create(&other).await.unwrap();
+    let id = &spec.id;
+
+    // Its root file system is as large as its disk.
+    let (ok, out) = host.sh(id, "df -m / | tail -n 1");
+    assert!(ok, "{out}");
+    let size_mb: u64 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!((50..=64).contains(&size_mb), "df: {out}");
+
+    let host_free = free_bytes(&host.data_dir);
+    // Its writable layer, /run/miosa and the agent's log all stop at it.
+    for target in ["/tmp/fill", "/run/miosa/fill", "/proc/1/fd/2"] {
+        let (ok, out) = host.sh(
+            id,
+            &format!("dd if=/dev/zero of={target} bs=1M count=100 conv=notrunc 2>&1; echo exit=$?"),
+        );
+        assert!(ok, "{out}");
+        assert!(
+            out.contains("No space left on device") && !out.contains("exit=0"),
+            "{target}: {out}"
+        );
+        let (ok, out) = host.sh(id, &format!("rm -f {target} 2>/dev/null; true"));
+        assert!(ok, "{out}");
+    }
+    let used = host_free.saturating_sub(free_bytes(&host.data_dir));
+    assert!(
+        used < 80 << 20,
+        "the host lost {used} bytes to a 64 MiB disk"
+    );
+    // The other sandbox writes on.
+    let (ok, out) = host.sh(
+        &other.id,
+        "dd if=/dev/zero of=/tmp/f bs=1M count=80 2>&1 && rm /tmp/f",
+    );
+    assert!(ok, "{out}");
+
+    host.runtime.destroy(id).await.unwrap();
+    host.assert_no_trace(id);
+    host.runtime.destroy(&other.id).await.unwrap();
+    host.assert_no_trace(&other.id);
+}
+
+#[tokio::test]
+async fn the_agent_log_is_trimmed() {
+    let host = TestHost::new().await;
+    let spec = host.spec();
+    host.runtime.create(&spec).await.unwrap();
+    let log = host.sandbox_dir(&spec.id).join("container.log");
+    let (ok, out) = host.sh(&spec.id, "head -c 3000000 /dev/zero > /proc/1/fd/2");
+    assert!(ok, "{out}");
+    assert!(std::fs::metadata(&log).unwrap().len() >= 3_000_000);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::metadata(&log).unwrap().len() > 1 << 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log was not trimmed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let kept = host.sandbox_dir(&spec.id).join("container.log.1");
+    assert_eq!(std::fs::metadata(kept).unwrap().len(), 256 * 1024);
+    host.runtime.destroy(&spec.id).await.unwrap();
+    host.assert_no_trace(&spec.id);
+}
+
 #[tokio::test]
 async fn pause_freezes_and_resume_thaws() {
     let host = TestHost::new().await;

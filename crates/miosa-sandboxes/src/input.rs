@@ -13,6 +13,10 @@ use miosa_core::{
 pub struct Limits {
     pub max_cpu: f64,
     pub max_memory_mb: u32,
+    /// The disk a sandbox gets when it does not ask (MiB).
+    pub default_disk_mb: u32,
+    /// The largest disk a sandbox may ask for (MiB).
+    pub max_disk_mb: u32,
     pub max_timeout_seconds: u32,
     /// How long a sandbox paused by its timeout is kept before it is destroyed.
     pub paused_retention: time::Duration,
@@ -23,6 +27,8 @@ impl Default for Limits {
         Self {
             max_cpu: 8.0,
             max_memory_mb: 16 * 1024,
+            default_disk_mb: DEFAULT_DISK_MB,
+            max_disk_mb: DEFAULT_MAX_DISK_MB,
             max_timeout_seconds: 24 * 3600,
             paused_retention: time::Duration::days(7),
         }
@@ -36,6 +42,12 @@ pub const DEFAULT_CPU: f64 = 1.0;
 pub const DEFAULT_MEMORY_MB: u32 = 512;
 pub const MIN_MEMORY_MB: u32 = 64;
 pub const MIN_CPU: f64 = 0.1;
+/// Smallest disk a sandbox may have (MiB).
+pub const MIN_DISK_MB: u32 = miosa_runtime::config::MIN_DISK_MB as u32;
+/// Default of [`Limits::default_disk_mb`].
+pub const DEFAULT_DISK_MB: u32 = 2048;
+/// Default of [`Limits::max_disk_mb`].
+pub const DEFAULT_MAX_DISK_MB: u32 = 20 * 1024;
 
 /// What a caller asked for when creating a sandbox (already typed by JSON).
 #[derive(Debug, Clone, Default)]
@@ -54,6 +66,7 @@ pub struct CreateRequest {
     pub on_timeout: Option<String>,
     pub cpu: Option<f64>,
     pub memory_mb: Option<i64>,
+    pub disk_mb: Option<i64>,
 }
 
 /// A validated request: the record to store and the environment to start it with.
@@ -145,6 +158,13 @@ impl CreateRequest {
                 ),
             ));
         }
+        let disk_mb = self.disk_mb.unwrap_or(i64::from(limits.default_disk_mb));
+        if disk_mb < i64::from(MIN_DISK_MB) || disk_mb > i64::from(limits.max_disk_mb) {
+            return Err(FieldError::new(
+                "disk_mb",
+                format!("must be between {MIN_DISK_MB} and {}", limits.max_disk_mb),
+            ));
+        }
         let now = time_util::now();
         Ok(Validated {
             sandbox: Sandbox {
@@ -159,6 +179,7 @@ impl CreateRequest {
                 metadata,
                 cpu,
                 memory_mb: memory_mb as u32,
+                disk_mb: Some(disk_mb as u32),
                 timeout_seconds: timeout,
                 on_timeout,
                 created_at: now,
@@ -189,6 +210,7 @@ mod tests {
             ("default", 1.0, 512, 300)
         );
         assert_eq!(s.on_timeout, OnTimeout::Destroy);
+        assert_eq!(s.disk_mb, Some(DEFAULT_DISK_MB));
         assert_eq!((s.expires_at - s.created_at).whole_seconds(), 300);
     }
 
@@ -215,6 +237,20 @@ mod tests {
                     ..Default::default()
                 },
                 "memory_mb",
+            ),
+            (
+                CreateRequest {
+                    disk_mb: Some(16),
+                    ..Default::default()
+                },
+                "disk_mb",
+            ),
+            (
+                CreateRequest {
+                    disk_mb: Some(i64::from(DEFAULT_MAX_DISK_MB) + 1),
+                    ..Default::default()
+                },
+                "disk_mb",
             ),
             (
                 CreateRequest {

@@ -61,6 +61,7 @@ impl Sandboxes {
             env: valid.env.into_iter().collect(),
             cpu: sandbox.cpu,
             memory_mb: u64::from(sandbox.memory_mb),
+            disk_mb: u64::from(sandbox.disk_mb.unwrap_or(self.limits.default_disk_mb)),
             egress_ca_pem: ca.as_ref().map(|c| c.cert_pem().to_owned()),
         };
         if let Err(e) = self.runtime.create(&spec).await {

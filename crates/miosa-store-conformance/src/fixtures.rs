@@ -61,6 +61,7 @@ pub fn sandbox(tenant: &TenantId, workspace: Option<&WorkspaceId>) -> Sandbox {
         metadata: BTreeMap::new(),
         cpu: 1.0,
         memory_mb: 512,
+        disk_mb: Some(2048),
         timeout_seconds: 3600,
         on_timeout: OnTimeout::Destroy,
         created_at,

@@ -128,6 +128,7 @@ async fn round_trips(store: &dyn Store) {
         // Not exactly representable: must come back bit for bit.
         cpu: 0.1 + 0.2,
         memory_mb: u32::MAX,
+        disk_mb: Some(u32::MAX),
         timeout_seconds: u32::MAX,
         on_timeout: OnTimeout::Pause,
         created_at: datetime!(2001-02-03 04:05:06.123_456 +05:30),
@@ -156,6 +157,7 @@ async fn round_trips(store: &dyn Store) {
         metadata: BTreeMap::new(),
         cpu: 0.5,
         memory_mb: 0,
+        disk_mb: None,
         timeout_seconds: 0,
         on_timeout: OnTimeout::Destroy,
         created_at: datetime!(2024-05-06 07:08:09.000_001 UTC),

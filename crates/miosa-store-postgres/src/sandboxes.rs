@@ -29,7 +29,7 @@ macro_rules! columns {
         "id, tenant_id, workspace_id, name, status, node_id, template, owner_user_id, \
          external_user_id, external_workspace_id, external_project_id, metadata, cpu, \
          memory_mb, timeout_seconds, on_timeout, created_at, expires_at, destroyed_at, \
-         created_by_key_id, created_by_workspace_key"
+         created_by_key_id, created_by_workspace_key, disk_mb"
     };
 }
 
@@ -58,6 +58,7 @@ struct SandboxRow {
     destroyed_at: Option<OffsetDateTime>,
     created_by_key_id: Option<String>,
     created_by_workspace_key: bool,
+    disk_mb: Option<i64>,
 }
 
 impl SandboxRow {
@@ -80,6 +81,7 @@ impl SandboxRow {
             metadata: self.metadata.0,
             cpu: self.cpu,
             memory_mb: u32_of("memory_mb", self.memory_mb)?,
+            disk_mb: self.disk_mb.map(|v| u32_of("disk_mb", v)).transpose()?,
             timeout_seconds: u32_of("timeout_seconds", self.timeout_seconds)?,
             on_timeout: OnTimeout::parse(&self.on_timeout)
                 .ok_or_else(|| corrupt(TABLE, format!("on_timeout {:?}", self.on_timeout)))?,
@@ -103,9 +105,9 @@ pub(crate) async fn create(pool: &PgPool, s: &Sandbox) -> StoreResult<()> {
          (id, tenant_id, workspace_id, name, status, node_id, template, owner_user_id, \
           external_user_id, external_workspace_id, external_project_id, metadata, cpu, \
           memory_mb, timeout_seconds, on_timeout, created_at, expires_at, destroyed_at, \
-          created_by_key_id, created_by_workspace_key) \
+          created_by_key_id, created_by_workspace_key, disk_mb) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-          $19, $20, $21)",
+          $19, $20, $21, $22)",
     )
     .bind(s.id.as_str())
     .bind(s.tenant_id.as_str())
@@ -128,6 +130,7 @@ pub(crate) async fn create(pool: &PgPool, s: &Sandbox) -> StoreResult<()> {
     .bind(s.destroyed_at)
     .bind(s.created_by_key_id.as_ref().map(ApiKeyId::as_str))
     .bind(s.created_by_workspace_key)
+    .bind(s.disk_mb.map(i64::from))
     .execute(pool)
     .await
     .map_err(|e| {

@@ -27,7 +27,7 @@ macro_rules! columns {
         "id, tenant_id, workspace_id, name, status, node_id, template, owner_user_id, \
          external_user_id, external_workspace_id, external_project_id, metadata, cpu, \
          memory_mb, timeout_seconds, on_timeout, created_at, expires_at, destroyed_at, \
-         created_by_key_id, created_by_workspace_key"
+         created_by_key_id, created_by_workspace_key, disk_mb"
     };
 }
 
@@ -56,6 +56,7 @@ struct SandboxRow {
     destroyed_at: Option<i64>,
     created_by_key_id: Option<String>,
     created_by_workspace_key: bool,
+    disk_mb: Option<i64>,
 }
 
 impl SandboxRow {
@@ -78,6 +79,7 @@ impl SandboxRow {
             metadata: self.metadata.0,
             cpu: self.cpu,
             memory_mb: u32_of("memory_mb", self.memory_mb)?,
+            disk_mb: self.disk_mb.map(|v| u32_of("disk_mb", v)).transpose()?,
             timeout_seconds: u32_of("timeout_seconds", self.timeout_seconds)?,
             on_timeout: OnTimeout::parse(&self.on_timeout)
                 .ok_or_else(|| corrupt(TABLE, format!("on_timeout {:?}", self.on_timeout)))?,
@@ -101,8 +103,8 @@ pub(crate) async fn create(pool: &SqlitePool, s: &Sandbox) -> StoreResult<()> {
          (id, tenant_id, workspace_id, name, status, node_id, template, owner_user_id, \
           external_user_id, external_workspace_id, external_project_id, metadata, cpu, \
           memory_mb, timeout_seconds, on_timeout, created_at, expires_at, destroyed_at, \
-          created_by_key_id, created_by_workspace_key) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+          created_by_key_id, created_by_workspace_key, disk_mb) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(s.id.as_str())
     .bind(s.tenant_id.as_str())
@@ -125,6 +127,7 @@ pub(crate) async fn create(pool: &SqlitePool, s: &Sandbox) -> StoreResult<()> {
     .bind(s.destroyed_at.map(micros).transpose()?)
     .bind(s.created_by_key_id.as_ref().map(ApiKeyId::as_str))
     .bind(s.created_by_workspace_key)
+    .bind(s.disk_mb.map(i64::from))
     .execute(pool)
     .await
     .map_err(|e| {

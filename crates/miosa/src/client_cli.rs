@@ -37,6 +37,9 @@ pub enum SandboxCommand {
         cpu: Option<f64>,
         #[arg(long)]
         memory_mb: Option<i64>,
+        /// Disk size in MiB (default: the server's `sandbox_disk_mb`).
+        #[arg(long)]
+        disk_mb: Option<i64>,
         #[arg(long)]
         json: bool,
     },
@@ -104,6 +107,7 @@ pub async fn run(cmd: SandboxCommand) -> anyhow::Result<i32> {
             timeout,
             cpu,
             memory_mb,
+            disk_mb,
             json,
         } => {
             let mut body = json!({
@@ -113,6 +117,7 @@ pub async fn run(cmd: SandboxCommand) -> anyhow::Result<i32> {
                 "external_project_id": external_project_id,
                 "metadata": pairs("metadata", &metadata)?, "env": pairs("env", &env)?,
                 "timeout_seconds": timeout, "cpu": cpu, "memory_mb": memory_mb,
+                "disk_mb": disk_mb,
             });
             drop_nulls(&mut body);
             if !json {
@@ -199,6 +204,7 @@ fn print_table(rows: &[Sandbox]) {
         "EXTERNAL USER",
         "CPU",
         "MEM",
+        "DISK",
         "EXPIRES",
     ];
     let cells = rows
@@ -211,6 +217,7 @@ fn print_table(rows: &[Sandbox]) {
                 s.external_user_id.clone().unwrap_or_else(|| "-".into()),
                 format!("{}", s.cpu),
                 format!("{}M", s.memory_mb),
+                s.disk_mb.map_or_else(|| "-".into(), |d| format!("{d}M")),
                 s.expires_at.clone(),
             ]
         })

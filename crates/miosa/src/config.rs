@@ -57,6 +57,10 @@ pub struct Config {
     pub egress_max_connections: usize,
     /// Requests one sandbox may have in flight through the egress proxy.
     pub egress_max_in_flight: usize,
+    /// The disk a sandbox gets when it does not ask (MiB).
+    pub sandbox_disk_mb: u32,
+    /// The largest disk a sandbox may ask for (MiB).
+    pub sandbox_max_disk_mb: u32,
     /// How often each tenant's audit chain head is signed (0: only by
     /// `miosa admin audit verify`).
     pub audit_checkpoint_interval: std::time::Duration,
@@ -85,6 +89,8 @@ struct FileConfig {
     egress_allowed_ports: Option<String>,
     egress_max_connections: Option<u64>,
     egress_max_in_flight: Option<u64>,
+    sandbox_disk_mb: Option<u64>,
+    sandbox_max_disk_mb: Option<u64>,
     audit_checkpoint_interval: Option<u64>,
 }
 
@@ -190,6 +196,14 @@ const EGRESS_ALLOWED_PORTS: Key = Key {
 const EGRESS_MAX_CONNECTIONS: Key = Key {
     file: "egress_max_connections",
     env: "MIOSA_EGRESS_MAX_CONNECTIONS",
+};
+const SANDBOX_DISK_MB: Key = Key {
+    file: "sandbox_disk_mb",
+    env: "MIOSA_SANDBOX_DISK_MB",
+};
+const SANDBOX_MAX_DISK_MB: Key = Key {
+    file: "sandbox_max_disk_mb",
+    env: "MIOSA_SANDBOX_MAX_DISK_MB",
 };
 const EGRESS_MAX_IN_FLIGHT: Key = Key {
     file: "egress_max_in_flight",
@@ -420,6 +434,48 @@ impl Config {
             file.egress_max_in_flight,
             miosa_egress::config::DEFAULT_MAX_IN_FLIGHT,
         )?;
+        let disk_mb = |key: &Key, from_file: Option<u64>, default: u32| {
+            let (min, max) = (
+                miosa_sandboxes::input::MIN_DISK_MB,
+                miosa_runtime::config::MAX_DISK_MB,
+            );
+            match pick(key, from_file.map(|n| n.to_string())) {
+                None => Ok((default, None)),
+                Some((v, origin)) => v
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= min && u64::from(*n) <= max)
+                    .map(|n| (n, Some(origin.clone())))
+                    .ok_or_else(|| {
+                        invalid(key, origin, format!("must be MiB from {min} to {max}"))
+                    }),
+            }
+        };
+        let (sandbox_disk_mb, disk_origin) = disk_mb(
+            &SANDBOX_DISK_MB,
+            file.sandbox_disk_mb,
+            miosa_sandboxes::input::DEFAULT_DISK_MB,
+        )?;
+        let (sandbox_max_disk_mb, max_origin) = disk_mb(
+            &SANDBOX_MAX_DISK_MB,
+            file.sandbox_max_disk_mb,
+            miosa_sandboxes::input::DEFAULT_MAX_DISK_MB,
+        )?;
+        if sandbox_disk_mb > sandbox_max_disk_mb {
+            let (key, origin) = match (disk_origin, max_origin) {
+                (Some(o), _) => (&SANDBOX_DISK_MB, o),
+                (None, Some(o)) => (&SANDBOX_MAX_DISK_MB, o),
+                (None, None) => (&SANDBOX_DISK_MB, "default".into()),
+            };
+            return Err(invalid(
+                key,
+                origin,
+                format!(
+                    "sandbox_disk_mb ({sandbox_disk_mb}) must not exceed sandbox_max_disk_mb ({sandbox_max_disk_mb})"
+                ),
+            ));
+        }
         let audit_checkpoint_interval = match pick(
             &AUDIT_CHECKPOINT_INTERVAL,
             file.audit_checkpoint_interval.map(|s| s.to_string()),
@@ -495,6 +551,8 @@ impl Config {
             egress_allowed_ports,
             egress_max_connections,
             egress_max_in_flight,
+            sandbox_disk_mb,
+            sandbox_max_disk_mb,
             audit_checkpoint_interval,
         })
     }
@@ -625,6 +683,14 @@ egress_allowed_ports = "443,80"
 egress_max_connections = 256
 egress_max_in_flight = 128
 
+# Each sandbox's disk (its writable files, /run/miosa and its agent's log) in
+# MiB: what a sandbox gets unless it asks (`disk_mb`), and the most it may
+# ask for. A sparse ext4 image per sandbox, so only what is written takes
+# host space; writing past it fails with ENOSPC inside the sandbox.
+#                        env: MIOSA_SANDBOX_DISK_MB, MIOSA_SANDBOX_MAX_DISK_MB
+sandbox_disk_mb = 2048
+sandbox_max_disk_mb = 20480
+
 # Seconds between signed checkpoints of each tenant's audit chain head (an
 # Ed25519 key derived from the master key, not stored in the database);
 # 0: only when `miosa admin audit verify` runs.
@@ -668,6 +734,29 @@ mod tests {
         assert_eq!(c.egress_allowed_ports, [443, 80]);
         assert_eq!(c.egress_max_connections, 256);
         assert_eq!(c.egress_max_in_flight, 128);
+    }
+
+    #[test]
+    fn sandbox_disks() {
+        let c = load(None, &[]).unwrap();
+        assert_eq!((c.sandbox_disk_mb, c.sandbox_max_disk_mb), (2048, 20480));
+        let c = load(
+            Some("sandbox_disk_mb = 512\nsandbox_max_disk_mb = 4096"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!((c.sandbox_disk_mb, c.sandbox_max_disk_mb), (512, 4096));
+        for (file, env, key) in [
+            ("", "10", "sandbox_disk_mb"),
+            ("", "lots", "sandbox_disk_mb"),
+            ("sandbox_max_disk_mb = 1024", "", "sandbox_max_disk_mb"),
+            ("sandbox_max_disk_mb = 4096", "8192", "sandbox_disk_mb"),
+        ] {
+            let e = load(Some(file), &[("MIOSA_SANDBOX_DISK_MB", env)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{file} / {env}: {e}");
+        }
     }
 
     #[test]

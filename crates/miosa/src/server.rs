@@ -150,7 +150,11 @@ async fn start_sandboxes(
     let mut sandboxes = miosa_sandboxes::Sandboxes::new(
         store,
         Arc::new(runtime),
-        miosa_sandboxes::Limits::default(),
+        miosa_sandboxes::Limits {
+            default_disk_mb: config.sandbox_disk_mb,
+            max_disk_mb: config.sandbox_max_disk_mb,
+            ..miosa_sandboxes::Limits::default()
+        },
         node_id,
     )
     .with_audit(audit.clone());

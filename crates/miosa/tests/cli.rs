@@ -324,6 +324,7 @@ async fn sigkill_and_restart_reconciles_sandboxes() {
             env: vec![],
             cpu: 0.5,
             memory_mb: 128,
+            disk_mb: 128,
             egress_ca_pem: None,
         })
         .await

@@ -17,6 +17,10 @@ fn host_residue(t: &TestServer, id: &str) -> Vec<String> {
     if dir.exists() {
         found.push(format!("dir {}", dir.display()));
     }
+    let image = t.env.data_dir().join("disks").join(format!("{id}.img"));
+    if image.exists() {
+        found.push(format!("disk {}", image.display()));
+    }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     if mounts.contains(id) {
         found.push("mount".into());
@@ -57,6 +61,7 @@ async fn lifecycle_labels_and_teardown(backend: Backend) {
         Some("dr_smith@clinic1.example")
     );
     assert_eq!((s.cpu, s.memory_mb, s.timeout_seconds), (0.5, 256, 600));
+    assert_eq!(s.disk_mb, Some(2048), "the operator's default disk");
 
     let r = t.admin.run(&s.id, "echo $GREETING; id -un").await.unwrap();
     assert_eq!((r.exit_code, r.stdout.as_str()), (Some(0), "hello\nuser\n"));
@@ -183,6 +188,8 @@ async fn bad_input_is_refused_without_residue(backend: Backend) {
         (json!({"memory_mb": -1}), "memory_mb"),
         (json!({"memory_mb": 10_000_000}), "memory_mb"),
         (json!({"cpu": 0}), "cpu"),
+        (json!({"disk_mb": 10}), "disk_mb"),
+        (json!({"disk_mb": 10_000_000}), "disk_mb"),
         (json!({"name": "n".repeat(64)}), "name"),
         (json!({"name": "Not A Slug"}), "name"),
         (json!({"metadata": {"plan": 3}}), "metadata.plan"),
@@ -614,7 +621,7 @@ async fn pause_resume_and_timeouts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fork_bomb_and_memory_hog_are_contained() {
+async fn fork_bomb_memory_hog_and_disk_filler_are_contained() {
     let t = TestServer::start(Backend::Sqlite).await;
     let bomb = t
         .admin
@@ -626,6 +633,12 @@ async fn fork_bomb_and_memory_hog_are_contained() {
         .create_sandbox(&json!({"memory_mb": 128}))
         .await
         .unwrap();
+    let filler = t
+        .admin
+        .create_sandbox(&json!({"disk_mb": 64}))
+        .await
+        .unwrap();
+    assert_eq!(filler.disk_mb, Some(64));
     let bystander = t.admin.create_sandbox(&json!({})).await.unwrap();
 
     let fork_body = json!({"command": "b() { b | b & }; b", "timeout_seconds": 5});
@@ -633,12 +646,34 @@ async fn fork_bomb_and_memory_hog_are_contained() {
         "command": "python3 -c 'x = bytearray(1024*1024*1024); print(len(x))'",
         "timeout_seconds": 30
     });
+    let fill_body = json!({
+        "command": "dd if=/dev/zero of=$HOME/fill bs=1M count=200",
+        "timeout_seconds": 30
+    });
     let fork = t.admin.exec(&bomb.id, &fork_body);
     let mem = t.admin.exec(&hog.id, &mem_body);
-    let (fork, mem) = tokio::join!(fork, mem);
+    let fill = t.admin.exec(&filler.id, &fill_body);
+    let (fork, mem, fill) = tokio::join!(fork, mem, fill);
     let _ = fork; // the bomb may end by timeout or by the pids limit
     let mem = mem.unwrap();
     assert_ne!(mem.exit_code, Some(0), "the hog was killed: {mem:?}");
+    let fill = fill.unwrap();
+    assert_ne!(fill.exit_code, Some(0), "{fill:?}");
+    assert!(
+        fill.stderr.contains("No space left on device"),
+        "{}",
+        fill.stderr
+    );
+    // Deleting frees the sandbox's disk again.
+    let again = t
+        .admin
+        .run(
+            &filler.id,
+            "rm $HOME/fill && echo x > $HOME/ok && cat $HOME/ok",
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.stdout, "x\n", "{}", again.stderr);
     // The host, the server and other sandboxes keep working.
     assert_eq!(
         t.admin
@@ -654,7 +689,7 @@ async fn fork_bomb_and_memory_hog_are_contained() {
         t.admin.run(&hog.id, "echo alive").await.unwrap().stdout,
         "alive\n"
     );
-    for s in [&bomb, &hog, &bystander] {
+    for s in [&bomb, &hog, &filler, &bystander] {
         t.admin.delete_sandbox(&s.id).await.unwrap();
         assert_eq!(host_residue(&t, &s.id), Vec::<String>::new());
     }

@@ -63,6 +63,11 @@ pub struct CreateSandbox {
     pub cpu: Option<f64>,
     /// Memory limit in MiB (default 512).
     pub memory_mb: Option<i64>,
+    /// Size of the sandbox's disk in MiB: its writable files, `/run/miosa`
+    /// and its agent's log. Writing past it fails with `ENOSPC` inside.
+    /// Default and maximum are the operator's (`sandbox_disk_mb`,
+    /// `sandbox_max_disk_mb`; 2048 and 20480 unless configured).
+    pub disk_mb: Option<i64>,
 }
 
 /// A sandbox.
@@ -83,6 +88,8 @@ pub struct SandboxView {
     pub metadata: BTreeMap<String, String>,
     pub cpu: f64,
     pub memory_mb: u32,
+    /// Disk size in MiB (`null` for sandboxes made before disks were limited).
+    pub disk_mb: Option<u32>,
     pub timeout_seconds: u32,
     pub on_timeout: &'static str,
     #[serde(with = "time::serde::rfc3339")]
@@ -112,6 +119,7 @@ impl From<Sandbox> for SandboxView {
             metadata: s.metadata,
             cpu: s.cpu,
             memory_mb: s.memory_mb,
+            disk_mb: s.disk_mb,
             timeout_seconds: s.timeout_seconds,
             on_timeout: s.on_timeout.as_str(),
             created_at: s.created_at,
@@ -221,6 +229,7 @@ pub async fn create(
         on_timeout: input.on_timeout,
         cpu: input.cpu,
         memory_mb: input.memory_mb,
+        disk_mb: input.disk_mb,
     };
     let s = state.sandboxes()?.create(&(&caller).into(), req).await?;
     Ok((StatusCode::CREATED, Json(s.into())))

@@ -74,12 +74,17 @@ impl TestHost {
             env: vec![("MIOSA_TEST".into(), "1".into())],
             cpu: 0.5,
             memory_mb: 256,
+            disk_mb: 256,
             egress_ca_pem: None,
         }
     }
 
     pub fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.data_dir.join("sandboxes").join(id)
+    }
+
+    pub fn disk_image(&self, id: &str) -> PathBuf {
+        self.data_dir.join("disks").join(format!("{id}.img"))
     }
 
     pub fn runc_root(&self) -> PathBuf {
@@ -104,6 +109,18 @@ impl TestHost {
             "{id}: cgroup dirs remain"
         );
         assert!(!self.sandbox_dir(id).exists(), "{id}: sandbox dir remains");
+        assert!(!self.disk_image(id).exists(), "{id}: disk image remains");
+        // The kernel lets go of an auto-clearing loop device in a work
+        // queue, just after the unmount returns.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !loops_of(id).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(
+            loops_of(id),
+            Vec::<String>::new(),
+            "{id}: loop devices remain"
+        );
         assert!(
             !self.runc_root().join(id).exists(),
             "{id}: runc state remains"
@@ -166,6 +183,22 @@ pub fn mounts_mentioning(needle: &str) -> Vec<String> {
         .lines()
         .filter(|l| l.contains(needle))
         .map(String::from)
+        .collect()
+}
+
+/// Loop devices whose backing file names sandbox `id`.
+pub fn loops_of(id: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+            backing
+                .contains(id)
+                .then(|| e.file_name().to_string_lossy().into_owned())
+        })
         .collect()
 }
 
