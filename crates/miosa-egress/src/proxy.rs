@@ -223,6 +223,9 @@ pub struct SocketPaths {
     /// Where it is bound first: in a directory only the host can reach, on
     /// the same filesystem as `path`.
     pub staging: PathBuf,
+    /// The host uid and gid of the sandbox's root, who alone may connect
+    /// (mode 0600); `None`: anyone who can reach the path (mode 0666).
+    pub owner: Option<(u32, u32)>,
 }
 
 fn bind(socket: &SocketPaths) -> Result<UnixListener, EgressError> {
@@ -238,8 +241,15 @@ fn bind(socket: &SocketPaths) -> Result<UnixListener, EgressError> {
         Err(e) => return Err(err(staging)(e)),
     }
     let listener = UnixListener::bind(staging).map_err(err(staging))?;
-    let placed = std::fs::set_permissions(staging, std::fs::Permissions::from_mode(0o666))
-        .and_then(|()| std::fs::rename(staging, &socket.path));
+    let placed = match socket.owner {
+        Some((uid, gid)) => {
+            std::os::unix::fs::chown(staging, Some(uid), Some(gid)).and_then(|()| {
+                std::fs::set_permissions(staging, std::fs::Permissions::from_mode(0o600))
+            })
+        }
+        None => std::fs::set_permissions(staging, std::fs::Permissions::from_mode(0o666)),
+    }
+    .and_then(|()| std::fs::rename(staging, &socket.path));
     if let Err(e) = placed {
         remove_socket(staging);
         return Err(err(&socket.path)(e));

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{SandboxSpec, CPU_PERIOD_US};
 use crate::egress::{self, SYSTEM_CA_BUNDLE};
 use crate::error::{Result, RuntimeError};
+use crate::idmap::{IdMapping, IdRange};
 use crate::layout::CA_BUNDLE;
 use crate::seccomp::{self, Seccomp};
 
@@ -163,6 +164,10 @@ pub(crate) struct Linux {
     pub(crate) masked_paths: Vec<String>,
     pub(crate) readonly_paths: Vec<String>,
     pub(crate) seccomp: Seccomp,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) uid_mappings: Vec<IdMapping>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) gid_mappings: Vec<IdMapping>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -408,6 +413,8 @@ impl BaseSpec {
                 masked_paths: strings(MASKED_PATHS),
                 readonly_paths: strings(READONLY_PATHS),
                 seccomp: seccomp::profile(),
+                uid_mappings: Vec::new(),
+                gid_mappings: Vec::new(),
             },
         };
         Self {
@@ -458,11 +465,30 @@ impl BaseSpec {
         spec
     }
 
-    /// `config.json` bytes of one sandbox.
-    pub(crate) fn render(&self, sandbox: &SandboxSpec, run_dir: &Path) -> Result<Vec<u8>> {
-        serde_json::to_vec(&self.instantiate(sandbox, run_dir))
-            .map_err(|e| RuntimeError::io("serialising config.json", e.into()))
+    /// `config.json` bytes of one sandbox, in its own user namespace with
+    /// its ids mapped to `ids`.
+    pub(crate) fn render(
+        &self,
+        sandbox: &SandboxSpec,
+        run_dir: &Path,
+        ids: IdRange,
+    ) -> Result<Vec<u8>> {
+        let mut spec = self.instantiate(sandbox, run_dir);
+        in_user_namespace(&mut spec, ids);
+        serde_json::to_vec(&spec).map_err(|e| RuntimeError::io("serialising config.json", e.into()))
     }
+}
+
+/// Runs the sandbox in a user namespace whose ids 0–65535 are `ids` outside.
+fn in_user_namespace(spec: &mut Spec, ids: IdRange) {
+    spec.linux.namespaces.insert(
+        0,
+        Namespace {
+            kind: "user".into(),
+        },
+    );
+    spec.linux.uid_mappings = vec![ids.mapping()];
+    spec.linux.gid_mappings = vec![ids.mapping()];
 }
 
 /// The cgroup path runc creates in every hierarchy.
@@ -596,6 +622,28 @@ mod tests {
     }
 
     #[test]
+    fn runs_in_a_user_namespace_of_its_own_ids() {
+        let ids = crate::idmap::IdRanges::default().claim("sbx_abc").unwrap();
+        let bytes = base(&[], true)
+            .render(&sandbox(), Path::new("/r"), ids)
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let linux = &json["linux"];
+        assert!(linux["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "user"));
+        for key in ["uidMappings", "gidMappings"] {
+            assert_eq!(
+                linux[key],
+                serde_json::json!([{"containerID": 0, "hostID": ids.host(0), "size": 65536}]),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
     fn isolates_by_default() {
         let spec = base(&[], true).instantiate(&sandbox(), Path::new("/r"));
         let ns: Vec<&str> = spec
@@ -605,7 +653,6 @@ mod tests {
             .map(|n| n.kind.as_str())
             .collect();
         assert_eq!(ns, ["pid", "network", "ipc", "uts", "mount"]);
-        assert!(!ns.contains(&"user"));
         let caps = &spec.process.capabilities.bounding;
         assert!(!caps
             .iter()
@@ -729,7 +776,10 @@ mod tests {
 
     #[test]
     fn renders_oci_field_names() {
-        let bytes = base(&[], true).render(&sandbox(), Path::new("/r")).unwrap();
+        let ids = crate::idmap::IdRanges::default().claim("sbx_abc").unwrap();
+        let bytes = base(&[], true)
+            .render(&sandbox(), Path::new("/r"), ids)
+            .unwrap();
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(json["ociVersion"], "1.0.2");
         assert_eq!(json["process"]["noNewPrivileges"], true);

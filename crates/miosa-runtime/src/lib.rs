@@ -1,7 +1,7 @@
 //! Sandbox lifecycle on the host.
 //!
 //! One sandbox is one OCI container run by `runc` (see `DESIGN.md`,
-//! "Sandboxes"): its own PID, mount, IPC, UTS and network namespaces (the
+//! "Sandboxes"): its own user, PID, mount, IPC, UTS and network namespaces (the
 //! network namespace has only `lo`), cgroup limits on memory, CPU and tasks,
 //! a reduced capability set, a seccomp deny-list ([`seccomp`]), and a root
 //! file system that is an overlay of a per-sandbox writable layer on a small
@@ -19,6 +19,12 @@
 //! CA in its trust bundle (`egress`); [`Runtime::replace_egress_ca`]
 //! rewrites it in place.
 //!
+//! User namespace: each sandbox's ids 0–65535 map to a range of host ids
+//! of its own (`idmap`) that owns nothing on the host but the sandbox's
+//! files: its writable layer starts as a copy of the skeleton under those
+//! ids (`seed`), and its directory, `run/` and egress socket are opened to
+//! its root alone.
+//!
 //! Disk: each sandbox's directory is the mount point of its own ext4 disk
 //! of [`SandboxSpec::disk_mb`] (`disk`), which holds everything the sandbox
 //! can make grow: its writable layer, `/run/miosa` and the agent's log
@@ -26,7 +32,8 @@
 //! outside.
 //!
 //! Modules: [`config`] (what callers pass), `layout` (paths under the data
-//! dir), `disk` (the sandbox's disk), `logs` (the container log),
+//! dir), `disk` (the sandbox's disk), `logs` (the container log), `idmap`
+//! and `seed` (the user namespace),
 //! `template` (the skeleton), `bundle` (the OCI `config.json`),
 //! `egress` (the proxy environment and CA files),
 //! `overlay` (the root mount), `runc` (the command line), `cgroups` (usage
@@ -50,6 +57,7 @@ pub mod config;
 mod disk;
 mod egress;
 mod error;
+mod idmap;
 mod layout;
 mod logs;
 mod mountinfo;
@@ -59,6 +67,7 @@ mod reconcile;
 mod runc;
 mod runtime;
 pub mod seccomp;
+mod seed;
 mod template;
 
 pub use cgroups::Usage;

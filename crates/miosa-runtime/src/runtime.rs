@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::{ErrorKind, Read, Seek, SeekFrom};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,10 +14,12 @@ use crate::bundle::{cgroups_path, BaseSpec, HostSetup};
 use crate::cgroups::{Cgroups, Usage};
 use crate::config::{validate_id, RuntimeConfig, SandboxSpec, MAX_ID_LEN};
 use crate::error::{io_err, Result, RuntimeError};
+use crate::idmap::{self, IdRange, IdRanges};
 use crate::layout::{
     Layout, SandboxPaths, AGENT_SOCKET, EGRESS_SOCKET, MAX_SOCKET_PATH, RUN_DIR_MODE,
 };
 use crate::runc::{ContainerState, Runc};
+use crate::seed::Seed;
 use crate::template::{self, Template};
 use crate::{disk, egress, logs, mountinfo, overlay, ready};
 
@@ -45,9 +47,22 @@ pub(crate) struct Inner {
     pub(crate) cgroups: Cgroups,
     base: BaseSpec,
     template: Template,
+    /// The skeleton every sandbox's writable layer starts from.
+    seed: Seed,
+    /// Each sandbox's host ids (user namespaces).
+    pub(crate) ids: IdRanges,
     /// Longest id whose agent socket path fits in `sun_path`.
     max_id_len: usize,
 }
+
+/// Mode of the data dir and `sandboxes/`: a sandbox's root (an
+/// unprivileged host id) must be able to pass through them to its root
+/// file system; nothing in them is readable by others.
+const PASSAGE_MODE: u32 = 0o711;
+/// Mode of a sandbox's directory (owned by root, group the sandbox's root
+/// group): its own root may pass through to `rootfs/` and `run/`, no one
+/// else.
+const SANDBOX_DIR_MODE: u32 = 0o710;
 
 fn create_private_dir(path: &Path) -> Result<()> {
     fs::DirBuilder::new()
@@ -102,6 +117,10 @@ impl Runtime {
             create_private_dir(dir)?;
         }
         disk::check_host()?;
+        for dir in [data_dir.as_path(), layout.sandboxes()] {
+            fs::set_permissions(dir, fs::Permissions::from_mode(PASSAGE_MODE))
+                .map_err(io_err(|| format!("setting the mode of {}", dir.display())))?;
+        }
 
         let runc = Runc::new(config.runc.clone(), layout.runc_root().to_path_buf());
         let version = runc.version().await?;
@@ -109,11 +128,27 @@ impl Runtime {
         let cgroups = Cgroups::discover()?;
 
         let templates = layout.templates().to_path_buf();
-        let template = tokio::task::spawn_blocking(move || {
-            template::ensure_default(&templates, Path::new("/"))
+        let (template, seed) = tokio::task::spawn_blocking(move || {
+            let template = template::ensure_default(&templates, Path::new("/"))?;
+            let seed = Seed::scan(&template.rootfs)?;
+            Ok::<_, RuntimeError>((template, seed))
         })
         .await
         .map_err(|e| RuntimeError::io("building the template", std::io::Error::other(e)))??;
+        let ids = IdRanges::default();
+        for entry in fs::read_dir(layout.sandboxes())
+            .map_err(io_err(|| {
+                format!("listing {}", layout.sandboxes().display())
+            }))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if validate_id(&name).is_ok() {
+                if let Some(range) = idmap::recorded(&layout.sandbox(&name).config()) {
+                    ids.adopt(&name, range);
+                }
+            }
+        }
 
         let base = BaseSpec::new(&HostSetup {
             agent_binary: &agent_binary,
@@ -132,6 +167,8 @@ impl Runtime {
             cgroups,
             base,
             template,
+            seed,
+            ids,
             max_id_len,
         });
         logs::spawn_trimmer(Arc::downgrade(&inner));
@@ -169,6 +206,12 @@ impl Runtime {
     /// which only the host can reach, on the same filesystem.
     pub fn egress_socket_staging(&self, id: &str) -> PathBuf {
         self.inner.layout.sandbox(id).dir.join("egress.sock.new")
+    }
+
+    /// The host uid and gid of root inside the sandbox (`None` for a
+    /// sandbox made before user namespaces, whose root is the host's).
+    pub fn root_ids(&self, id: &str) -> Option<(u32, u32)> {
+        self.inner.ids.of(id).map(|r| (r.host(0), r.host(0)))
     }
 
     /// Replaces the egress CA of a running sandbox created with one (when
@@ -292,12 +335,15 @@ impl Inner {
     }
 
     async fn start(&self, spec: &SandboxSpec, paths: &SandboxPaths) -> Result<()> {
-        let config = self.base.render(spec, &paths.run())?;
+        let ids = self.ids.claim(&spec.id)?;
+        let config = self.base.render(spec, &paths.run(), ids)?;
         let lower = self.template.rootfs.clone();
-        let (paths_, spec_) = (paths.clone(), spec.clone());
-        let log = tokio::task::spawn_blocking(move || prepare(&paths_, &lower, &spec_, &config))
-            .await
-            .map_err(|e| RuntimeError::io("preparing the sandbox", std::io::Error::other(e)))??;
+        let (paths_, spec_, seed) = (paths.clone(), spec.clone(), self.seed.clone());
+        let log = tokio::task::spawn_blocking(move || {
+            prepare(&paths_, &lower, &seed, ids, &spec_, &config)
+        })
+        .await
+        .map_err(|e| RuntimeError::io("preparing the sandbox", std::io::Error::other(e)))??;
 
         let id = spec.id.as_str();
         if let Err(e) = self
@@ -375,6 +421,7 @@ impl Inner {
         }
         match first_error {
             None => {
+                self.ids.release(id);
                 tracing::debug!(
                     sandbox = id,
                     elapsed_ms = started.elapsed().as_millis(),
@@ -387,41 +434,54 @@ impl Inner {
     }
 }
 
-/// Makes the sandbox's disk, builds its files on it and mounts its root;
-/// returns the log file. Blocking.
+/// Makes the sandbox's disk, builds its files on it (owned by its ids
+/// where it may change them) and mounts its root; returns the log file.
+/// Blocking.
 fn prepare(
     paths: &SandboxPaths,
     lower: &Path,
+    seed: &Seed,
+    ids: IdRange,
     spec: &SandboxSpec,
     config: &[u8],
 ) -> Result<fs::File> {
     disk::create(&paths.disk_image, &paths.dir, spec.disk_mb)?;
+    let root = ids.host(0);
+    let own = |path: &Path, owner: Option<u32>, mode: u32| -> Result<()> {
+        std::os::unix::fs::chown(path, owner, Some(root))
+            .map_err(io_err(|| format!("chown {}", path.display())))?;
+        // Not subject to the umask.
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(io_err(|| format!("setting the mode of {}", path.display())))
+    };
+    own(&paths.dir, None, SANDBOX_DIR_MODE)?;
     let upper = paths.upper();
-    let etc = upper.join("etc");
-    for dir in [&upper, &etc] {
-        fs::DirBuilder::new()
-            .mode(0o755)
-            .create(dir)
-            .map_err(io_err(|| format!("creating {}", dir.display())))?;
-    }
+    seed.plant(&upper, ids)?;
     for dir in [paths.work(), paths.rootfs(), paths.run()] {
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
             .map_err(io_err(|| format!("creating {}", dir.display())))?;
     }
-    // Not subject to the umask: the user inside must be able to enter it.
-    let run = paths.run();
-    fs::set_permissions(&run, fs::Permissions::from_mode(RUN_DIR_MODE))
-        .map_err(io_err(|| format!("setting the mode of {}", run.display())))?;
+    // Root inside binds its sockets here; the user inside must be able to enter it.
+    own(&paths.run(), Some(root), RUN_DIR_MODE)?;
+    let etc = upper.join("etc");
     egress::write_files(paths, spec.egress_ca_pem.as_deref())?;
     let write = |path: PathBuf, content: &[u8]| {
         fs::write(&path, content).map_err(io_err(|| format!("writing {}", path.display())))
     };
+    // The seed's copies, so they keep its owners.
     let hostname = &spec.hostname;
     write(etc.join("hostname"), format!("{hostname}\n").as_bytes())?;
     write(etc.join("hosts"), template::hosts_file(hostname).as_bytes())?;
-    write(paths.config(), config)?;
+    // The environment is in it: the host's alone.
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(paths.config())
+        .and_then(|mut f| std::io::Write::write_all(&mut f, config))
+        .map_err(io_err(|| format!("writing {}", paths.config().display())))?;
     overlay::mount_overlay(lower, &upper, &paths.work(), &paths.rootfs())?;
     logs::create(&paths.log())
 }

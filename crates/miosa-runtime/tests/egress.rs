@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -207,13 +207,16 @@ async fn the_trust_bundle_ends_with_the_ca_and_only_root_outside_can_change_it()
     let out = sh(&client, RunAs::Root, &format!("echo x >> {SYSTEM_BUNDLE}")).await;
     assert_ne!(out.exit_code, Some(0), "{}", text(&out));
 
-    // On the host: root-owned, 0644 files in a 0711 directory.
+    // On the host: root-owned, 0644 files in a 0711 directory of the
+    // sandbox's root (an unprivileged host id).
     let run = host.sandbox_dir(&spec.id).join("run");
     let mode = |p: PathBuf| {
         let m = std::fs::metadata(&p).unwrap();
         (m.mode() & 0o7777, m.uid(), m.gid())
     };
-    assert_eq!(mode(run.clone()), (0o711, 0, 0));
+    let (uid, gid) = host.runtime.root_ids(&spec.id).unwrap();
+    assert!(uid >= 1 << 28, "{uid}");
+    assert_eq!(mode(run.clone()), (0o711, uid, gid));
     assert_eq!(mode(run.join("egress-ca.pem")), (0o644, 0, 0));
     assert_eq!(mode(run.join("ca-bundle.pem")), (0o644, 0, 0));
     // The agent still answers on its socket in that directory.
@@ -286,7 +289,12 @@ async fn curl_reaches_the_host_proxy_through_the_bridge_or_gets_a_502() {
     const BODY: &str = "hello from the host\n";
     const ANSWER: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\nhello from the host\n";
     assert_eq!(BODY.len(), 20);
-    let (mut heads, proxy) = fake_proxy(UnixListener::bind(&socket).unwrap(), ANSWER);
+    // As the real proxy does: a socket only the sandbox's root may use.
+    let listener = UnixListener::bind(&socket).unwrap();
+    let (uid, gid) = host.runtime.root_ids(&spec.id).unwrap();
+    std::os::unix::fs::chown(&socket, Some(uid), Some(gid)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (mut heads, proxy) = fake_proxy(listener, ANSWER);
     for user in [RunAs::User, RunAs::Root] {
         let out = sh(&client, user, "curl -s http://example.test/hello").await;
         assert_eq!(String::from_utf8_lossy(&out.stdout), BODY, "{}", text(&out));

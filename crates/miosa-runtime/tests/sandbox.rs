@@ -253,8 +253,14 @@ async fn a_full_disk_is_enospc_inside_and_nothing_outside() {
     assert!((50..=64).contains(&size_mb), "df: {out}");
 
     let host_free = free_bytes(&host.data_dir);
-    // Its writable layer, /run/miosa and the agent's log all stop at it.
-    for target in ["/tmp/fill", "/run/miosa/fill", "/proc/1/fd/2"] {
+    // Its writable layer and /run/miosa stop at it (and so would the
+    // agent's log, which root inside cannot even open: it is the host's).
+    let (_, out) = host.sh(id, "echo x >> /proc/1/fd/2; echo exit=$?");
+    assert!(
+        out.contains("Permission denied") && !out.contains("exit=0"),
+        "{out}"
+    );
+    for target in ["/tmp/fill", "/run/miosa/fill"] {
         let (ok, out) = host.sh(
             id,
             &format!("dd if=/dev/zero of={target} bs=1M count=100 conv=notrunc 2>&1; echo exit=$?"),
@@ -291,8 +297,15 @@ async fn the_agent_log_is_trimmed() {
     let spec = host.spec();
     host.runtime.create(&spec).await.unwrap();
     let log = host.sandbox_dir(&spec.id).join("container.log");
-    let (ok, out) = host.sh(&spec.id, "head -c 3000000 /dev/zero > /proc/1/fd/2");
-    assert!(ok, "{out}");
+    // A chatty agent: 3 MB of lines.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        for _ in 0..30_000 {
+            f.write_all(&[b'x'; 99]).unwrap();
+            f.write_all(b"\n").unwrap();
+        }
+    }
     assert!(std::fs::metadata(&log).unwrap().len() >= 3_000_000);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while std::fs::metadata(&log).unwrap().len() > 1 << 20 {
@@ -306,6 +319,69 @@ async fn the_agent_log_is_trimmed() {
     assert_eq!(std::fs::metadata(kept).unwrap().len(), 256 * 1024);
     host.runtime.destroy(&spec.id).await.unwrap();
     host.assert_no_trace(&spec.id);
+}
+
+#[tokio::test]
+async fn root_inside_is_an_unprivileged_stranger_outside() {
+    use std::os::unix::fs::MetadataExt;
+    let host = TestHost::new().await;
+    let spec = host.spec();
+    let other = host.spec();
+    host.runtime.create(&spec).await.unwrap();
+    host.runtime.create(&other).await.unwrap();
+    let id = &spec.id;
+    let (uid, gid) = host.runtime.root_ids(id).unwrap();
+    let (other_uid, _) = host.runtime.root_ids(&other.id).unwrap();
+    assert!(uid >= 1 << 28 && gid == uid, "{uid}:{gid}");
+    assert!(other_uid.abs_diff(uid) >= 65_536, "ranges overlap");
+
+    // The agent (PID 1 inside) runs as that id on the host.
+    let pid = std::fs::read_to_string(host.sandbox_dir(id).join("init.pid")).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uids.split_whitespace().skip(1).collect::<Vec<_>>(),
+        vec![uid.to_string(); 4],
+        "{uids}"
+    );
+    let (ok, out) = host.sh(id, "cat /proc/self/uid_map; id -u; ls -ln /usr/bin/env");
+    assert!(ok, "{out}");
+    let map: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(map, ["0", &uid.to_string(), "65536"], "{out}");
+    assert_eq!(out.lines().nth(1), Some("0"), "root inside");
+    // The host's root (who owns /usr) is nobody in here.
+    assert!(
+        out.lines().nth(2).unwrap().contains(" 65534 65534 "),
+        "{out}"
+    );
+
+    // What root and user make inside belongs to their mapped ids outside.
+    let (ok, out) = host.sh(
+        id,
+        "touch /root/by-root && su -s /bin/sh user -c 'touch /home/user/by-user' 2>&1 \
+         || setpriv --reuid=1000 --regid=1000 --clear-groups touch /home/user/by-user",
+    );
+    assert!(ok, "{out}");
+    let upper = host.sandbox_dir(id).join("upper");
+    let owner = |rel: &str| {
+        let m = std::fs::metadata(upper.join(rel)).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(owner("root/by-root"), (uid, gid));
+    assert_eq!(owner("home/user/by-user"), (uid + 1000, gid + 1000));
+    assert_eq!(owner(""), (uid, gid), "the root dir is root's inside");
+
+    // Its directory on the host is closed to everyone but root and it.
+    let dir = std::fs::metadata(host.sandbox_dir(id)).unwrap();
+    assert_eq!((dir.mode() & 0o7777, dir.uid(), dir.gid()), (0o710, 0, gid));
+    let config = std::fs::metadata(host.sandbox_dir(id).join("config.json")).unwrap();
+    assert_eq!((config.mode() & 0o777, config.uid()), (0o600, 0));
+
+    for s in [&spec, &other] {
+        host.runtime.destroy(&s.id).await.unwrap();
+        host.assert_no_trace(&s.id);
+    }
+    assert_eq!(host.runtime.root_ids(id), None, "the range is free again");
 }
 
 #[tokio::test]

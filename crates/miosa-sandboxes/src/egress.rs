@@ -38,6 +38,7 @@ impl Sandboxes {
         let socket = SocketPaths {
             path: self.runtime.egress_socket(s.id.as_str()),
             staging: self.runtime.egress_socket_staging(s.id.as_str()),
+            owner: self.runtime.root_ids(s.id.as_str()),
         };
         proxy
             .attach(identity(s), ca, &socket)

@@ -59,9 +59,11 @@ impl SqliteStore {
     /// `sqlite:///var/lib/miosa/miosa.db` or `sqlite://relative.db`, and
     /// applies pending migrations.
     pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = options(url)?;
+        owner_only(options.get_filename())?;
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .connect_with(options(url)?)
+            .connect_with(options)
             .await
             .map_err(db)?;
         MIGRATOR
@@ -75,6 +77,42 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Makes the database file (created empty if missing) and its WAL and
+/// shared-memory files readable by their owner only, whatever the umask:
+/// SQLite creates the latter two with the database file's mode. The data
+/// dir's sandboxes are reached through it, so it is not 0700.
+fn owner_only(file: &std::path::Path) -> StoreResult<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if file.as_os_str().is_empty() || file.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    let io = |e: std::io::Error| {
+        StoreError::Backend(Box::new(std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", file.display()),
+        )))
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e)),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = file.as_os_str().to_owned();
+        path.push(suffix);
+        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn options(url: &str) -> StoreResult<SqliteConnectOptions> {

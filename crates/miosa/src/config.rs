@@ -610,8 +610,11 @@ pub const DEFAULT_TOML: &str = r#"# miosa.toml — Miosa configuration.
 # Address the HTTP API listens on.                          env: MIOSA_LISTEN
 listen = "127.0.0.1:8080"
 
-# Where Miosa keeps its state: the SQLite database, the API-key pepper file,
-# and (later) sandbox filesystems. Created with mode 0700.    env: MIOSA_DATA_DIR
+# Where Miosa keeps its state: the SQLite database, the API-key pepper and
+# master-key files, and each sandbox's disk and bundle. Created with mode
+# 0700; 0711 with sandboxes on (a sandbox's root, an unprivileged host id,
+# passes through it to its own files; nothing in it is readable by others).
+#                                                            env: MIOSA_DATA_DIR
 data_dir = "./miosa-data"
 
 # Database. Default: SQLite at <data_dir>/miosa.db (WAL mode).

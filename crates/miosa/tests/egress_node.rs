@@ -57,15 +57,20 @@ async fn node_fetch_and_https_go_through_the_egress_proxy() {
         node(c, id, "console.log(process.env.NODE_OPTIONS)").await,
         format!("--require {PRELOAD}")
     );
-    // Root's file, readable and not writable by the sandbox's user.
-    let r = c
-        .run(
-            id,
-            &format!("stat -c '%u %a' {PRELOAD}; test -w {PRELOAD} || echo ro"),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.stdout, "0 644\nro\n", "{}", r.stderr);
+    // The host's file (host root is `nobody` in the sandbox's user
+    // namespace), readable and writable by no one inside, root included.
+    for user in ["user", "root"] {
+        let r = c
+            .exec(
+                id,
+                &json!({"user": user, "command": format!(
+                    "stat -c '%u %a' {PRELOAD}; test -w {PRELOAD} || echo ro"
+                )}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.stdout, "65534 644\nro\n", "{user}: {}", r.stderr);
+    }
 
     // The one-liner from the docs: 200, and the upstream got the real key.
     let get = "fetch('https://api.openai.com/v1/models',{headers:{Authorization:'Bearer '+process.env.OPENAI_API_KEY}}).then(r=>console.log(r.status))";

@@ -667,6 +667,7 @@ impl Harness {
         let paths = SocketPaths {
             path: socket.clone(),
             staging: dir.path().join("egress.sock.new"),
+            owner: None,
         };
         proxy.attach(identity.clone(), ca, &paths).await.unwrap();
         Self {

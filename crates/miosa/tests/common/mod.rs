@@ -167,7 +167,7 @@ impl Drop for TestEnv {
     }
 }
 
-/// Force-removes every container and overlay under a data dir.
+/// Force-removes every container, overlay and disk under a data dir.
 pub fn remove_all_sandboxes(data_dir: &std::path::Path) {
     let root = data_dir.join("runc");
     let Ok(entries) = std::fs::read_dir(data_dir.join("sandboxes")) else {
@@ -180,10 +180,14 @@ pub fn remove_all_sandboxes(data_dir: &std::path::Path) {
             .arg(&root)
             .args(["delete", "--force", &id])
             .output();
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(e.path().join("rootfs"))
-            .output();
+        // The root file system, then the sandbox's disk (its loop device
+        // detaches itself once unmounted).
+        for point in [e.path().join("rootfs"), e.path()] {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(point)
+                .output();
+        }
         for ctrl in [
             "cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices", "systemd",
         ] {
