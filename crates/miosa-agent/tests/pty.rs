@@ -258,6 +258,31 @@ async fn a_shell_ignoring_sighup_is_killed() {
     assert!(wait_gone(pid, Duration::from_secs(5)).await);
 }
 
+/// A job in a process group of its own, which never hears a hang-up (its
+/// shell ignores it, and so does the job), still goes with the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_in_its_own_group_goes_with_the_session() {
+    let agent = start_agent().await;
+    let req = PtyRequest {
+        cmd: Some("set -m; trap '' HUP; sleep 1000 & echo \"job=$!\"; sleep 1000".into()),
+        ..PtyRequest::default()
+    };
+    let (mut term, pid) = Term::open(&agent.client, &req).await;
+    term.until("the job's pid", |t| t.line_after("job=").is_some())
+        .await;
+    let job: u32 = term.line_after("job=").unwrap().parse().unwrap();
+    assert!(alive(job));
+    drop(term);
+    assert!(
+        wait_gone(pid, Duration::from_secs(5)).await,
+        "the shell survived"
+    );
+    assert!(
+        wait_gone(job, Duration::from_secs(5)).await,
+        "its job survived"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_ends_the_session() {
     let agent = start_agent().await;

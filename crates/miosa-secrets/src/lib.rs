@@ -11,6 +11,7 @@
 //!   and the placeholder the sandbox sees instead.
 #![forbid(unsafe_code)]
 
+mod epoch;
 mod error;
 mod input;
 mod source;
@@ -63,6 +64,7 @@ pub struct Secrets {
     /// Key for deriving placeholders (stable across restarts and replicas).
     placeholder_key: Vec<u8>,
     cache: CredentialCache,
+    epochs: epoch::EpochReads,
     audit: AuditLog,
 }
 
@@ -98,6 +100,7 @@ impl Secrets {
             vault,
             placeholder_key,
             cache: CredentialCache::default(),
+            epochs: epoch::EpochReads::default(),
             audit,
         }
     }

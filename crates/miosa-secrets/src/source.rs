@@ -1,7 +1,9 @@
 //! The egress proxy's view: a sandbox's resolved credentials with their
 //! values, cached per sandbox and checked against the tenant's secrets epoch
 //! on every request, so a disable (on any replica) takes effect on the very
-//! next proxied request.
+//! next proxied request. The epoch comes from a read that started after the
+//! request arrived, shared with the requests that arrived alongside it
+//! (`epoch`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -82,11 +84,7 @@ impl Secrets {
 #[async_trait]
 impl CredentialSource for Secrets {
     async fn credentials(&self, id: &SandboxIdentity) -> Result<Resolved, String> {
-        let epoch = self
-            .store
-            .secrets_epoch(&id.tenant_id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let epoch = self.epochs.read(self.store.as_ref(), &id.tenant_id).await?;
         if let Some(hit) = self.cache.get(&id.sandbox_id, epoch) {
             return Ok(hit);
         }

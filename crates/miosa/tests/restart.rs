@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Backend, TestEnv, TestServer};
+use common::{pepper_of, replica_of, Backend, TestEnv, TestServer};
 use miosa_client::{Client, CreateApiKey, PageParams};
 
 async fn restart_keeps_state_and_does_not_bootstrap_again(backend: Backend) {
@@ -49,33 +49,6 @@ both_backends!(
     restart_keeps_state_and_does_not_bootstrap_again,
     configured_root_key_is_used_and_not_printed,
 );
-
-fn pepper_of(env: &TestEnv) -> String {
-    std::fs::read_to_string(env.data_dir().join("api-key-pepper")).unwrap()
-}
-
-/// A second replica with its own data dir on the same PostgreSQL database
-/// and the same master key (as replicas must have); the env is returned so
-/// its data dir lives as long as the server.
-async fn replica_of(
-    first: &TestEnv,
-    pepper: Option<String>,
-) -> anyhow::Result<(miosa::server::Server, TestEnv)> {
-    let mut env = TestEnv::new(Backend::Sqlite).await; // fresh data dir only
-    env.vars.insert(
-        "MIOSA_DATABASE_URL".into(),
-        first.pg.as_ref().unwrap().url.clone(),
-    );
-    let master = std::fs::read_to_string(first.data_dir().join("master-key"))
-        .map(|k| k.trim().to_owned())
-        .unwrap_or_else(|_| "5e".repeat(32));
-    env.vars.insert("MIOSA_MASTER_KEY".into(), master);
-    if let Some(p) = pepper {
-        env.vars.insert("MIOSA_API_KEY_PEPPER".into(), p);
-    }
-    let server = miosa::server::start(&env.config()).await?;
-    Ok((server, env))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_on_one_postgres_database_are_one_service() {

@@ -111,6 +111,39 @@ pub(crate) fn kill_group(pid: u32, sig: NixSignal) {
     }
 }
 
+/// Sends `sig` to every process in the session led by `sid`, whatever its
+/// process group: a terminal's background jobs have groups of their own,
+/// and a shell killed before it passed its hang-up on leaves them behind.
+pub(crate) fn kill_session(sid: u32, sig: NixSignal) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if session_of(&stat) == Some(sid) {
+            if let Some(p) = to_pid(pid) {
+                let _ = signal::kill(p, sig);
+            }
+        }
+    }
+}
+
+/// The session id in a `/proc/<pid>/stat` line: the fourth field after the
+/// command name, which is parenthesised and may itself hold spaces or `)`.
+fn session_of(stat: &str) -> Option<u32> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(3)?.parse().ok()
+}
+
 fn to_pid(pid: u32) -> Option<Pid> {
     i32::try_from(pid)
         .ok()
@@ -147,6 +180,18 @@ mod tests {
         assert_eq!(
             reg.kill(i32::MAX as u32, Signal::TERM).unwrap_err().code(),
             "not_found"
+        );
+    }
+
+    #[test]
+    fn the_session_comes_after_the_command_name() {
+        assert_eq!(session_of("7 (sh) S 1 7 7 34816 7 4194560 0"), Some(7));
+        assert_eq!(session_of("9 (a) b) (c) R 7 9 7 0 -1 0"), Some(7));
+        assert_eq!(session_of("9 (truncated"), None);
+        let me = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert_eq!(
+            session_of(&me),
+            Some(nix::unistd::getsid(None).unwrap().as_raw() as u32)
         );
     }
 

@@ -159,6 +159,35 @@ impl TestServer {
     }
 }
 
+/// A second replica with its own data dir on the same PostgreSQL database
+/// and the same master key (as replicas must have); the env is returned so
+/// its data dir lives as long as the server. `pepper`: the first's, without
+/// which a replica refuses to start.
+pub async fn replica_of(
+    first: &TestEnv,
+    pepper: Option<String>,
+) -> anyhow::Result<(Server, TestEnv)> {
+    let mut env = TestEnv::new(Backend::Sqlite).await; // fresh data dir only
+    env.vars.insert(
+        "MIOSA_DATABASE_URL".into(),
+        first.pg.as_ref().expect("a PostgreSQL env").url.clone(),
+    );
+    let master = std::fs::read_to_string(first.data_dir().join("master-key"))
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_else(|_| "5e".repeat(32));
+    env.vars.insert("MIOSA_MASTER_KEY".into(), master);
+    if let Some(p) = pepper {
+        env.vars.insert("MIOSA_API_KEY_PEPPER".into(), p);
+    }
+    let server = miosa::server::start(&env.config()).await?;
+    Ok((server, env))
+}
+
+/// The API-key pepper a server generated into its data dir.
+pub fn pepper_of(env: &TestEnv) -> String {
+    std::fs::read_to_string(env.data_dir().join("api-key-pepper")).unwrap()
+}
+
 impl Drop for TestEnv {
     /// Sandboxes outlive a stopped server by design; a test's must not
     /// outlive the test. Remove whatever runc still runs under this data dir.

@@ -4,7 +4,8 @@
 //! The program is a session leader with the terminal as controlling tty, as
 //! `user` or `root` like any command (see `child`), listed in the registry.
 //! It exiting ends the session with an `exit` message; the client leaving
-//! hangs it up: SIGHUP to its process group, then SIGKILL.
+//! hangs it up: SIGHUP to its process group, then SIGKILL to the group and
+//! to whatever else is left in its session (background jobs).
 
 mod bridge;
 
@@ -32,7 +33,7 @@ use tokio::{process::Child, task::JoinHandle, time::Instant};
 use super::{
     child,
     exec::{self, ExecConfig},
-    processes::{kill_group, Registry, Tracked},
+    processes::{kill_group, kill_session, Registry, Tracked},
     tty,
 };
 use crate::{error::describe_io, AgentError, ProcessInfo, PtyControl, PtyRequest};
@@ -215,8 +216,10 @@ impl Session {
         tracing::info!(pid = self.pid, "terminal client left; hanging up");
         kill_group(self.pid, NixSignal::SIGHUP);
         let _ = tokio::time::timeout(HANGUP_GRACE, exited(self.pid)).await;
-        // Not reaped yet, so the group id cannot have been reused.
+        // Not reaped yet, so the group and session ids cannot have been
+        // reused. Jobs in groups of their own go with the session.
         kill_group(self.pid, NixSignal::SIGKILL);
+        kill_session(self.pid, NixSignal::SIGKILL);
         if let Err(e) = self.child.wait().await {
             tracing::error!(pid = self.pid, error = %e, "waiting for the terminal program failed");
         }

@@ -187,11 +187,13 @@ pub(super) async fn get(c: &mut Conn, auth: &HeaderValue) -> anyhow::Result<Stat
 }
 
 /// Every connection sends back to back: its share of `warmup`, then (after
-/// all finished warming up) its share of `requests`, timed. Any non-200 is
-/// an error. Returns the measured stats and how many requests were sent.
+/// all finished warming up) its share of `requests`, timed. Any answer other
+/// than `expect` is an error. Returns the measured stats and how many
+/// requests were sent.
 pub(super) async fn load(
     conns: Vec<Conn>,
     auth: HeaderValue,
+    expect: StatusCode,
     warmup: usize,
     requests: usize,
 ) -> anyhow::Result<(Stats, usize)> {
@@ -206,7 +208,7 @@ pub(super) async fn load(
                 let mut lat = Vec::with_capacity(per);
                 let mut result = Ok(());
                 for _ in 0..warm {
-                    if let Err(e) = expect_ok(&mut c, &auth).await {
+                    if let Err(e) = expect_status(&mut c, &auth, expect).await {
                         result = Err(e);
                         break;
                     }
@@ -215,7 +217,7 @@ pub(super) async fn load(
                 result?;
                 for _ in 0..per {
                     let t = Instant::now();
-                    expect_ok(&mut c, &auth).await?;
+                    expect_status(&mut c, &auth, expect).await?;
                     lat.push(t.elapsed());
                 }
                 anyhow::Ok(lat)
@@ -231,8 +233,12 @@ pub(super) async fn load(
     Ok((Stats::new(all, t.elapsed()), (warm + per) * n))
 }
 
-pub(super) async fn expect_ok(c: &mut Conn, auth: &HeaderValue) -> anyhow::Result<()> {
+pub(super) async fn expect_status(
+    c: &mut Conn,
+    auth: &HeaderValue,
+    expect: StatusCode,
+) -> anyhow::Result<()> {
     let status = get(c, auth).await?;
-    ensure!(status == StatusCode::OK, "upstream answered {status}");
+    ensure!(status == expect, "upstream answered {status}, not {expect}");
     Ok(())
 }
