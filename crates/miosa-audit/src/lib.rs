@@ -26,6 +26,7 @@ use std::sync::{
     Arc,
 };
 use std::time::Duration;
+use tokio::time::Instant;
 
 use miosa_core::{AuditCompletion, AuditEntry};
 use miosa_store::{Store, StoreResult};
@@ -42,6 +43,10 @@ const QUEUE: usize = 100_000;
 /// answering but behind.
 const ADMIT_WAIT: Duration = Duration::from_secs(10);
 /// Retries of a backlog while the database does not answer: from this...
+/// How long completions may wait to ride along with the next rows' commit
+/// (they are outside the hash and need not be prompt); a commit of their
+/// own would stand between the next request and its durable row.
+const LINGER: Duration = Duration::from_millis(100);
 const RETRY_MIN: Duration = Duration::from_millis(50);
 /// ...doubling up to this, for as long as it takes.
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -108,6 +113,7 @@ impl AuditLog {
             max_backlog: queue.max(1),
             backlog: VecDeque::new(),
             completions: Vec::new(),
+            completions_since: None,
             waiters: Vec::new(),
         };
         let task = tokio::spawn(writer.run());
@@ -252,6 +258,8 @@ struct Writer {
     /// Queued rows not yet written (kept across an outage).
     backlog: VecDeque<AuditEntry>,
     completions: Vec<AuditCompletion>,
+    /// When the oldest of `completions` arrived.
+    completions_since: Option<Instant>,
     /// Flushes waiting for the backlog to empty.
     waiters: Vec<oneshot::Sender<()>>,
 }
@@ -262,7 +270,8 @@ impl Writer {
         let mut open = (true, true);
         loop {
             let mut durables = Vec::new();
-            let retry = !self.backlog.is_empty() || !self.completions.is_empty();
+            let closing = !open.1;
+            let retry = !self.backlog.is_empty() || self.completions_due(closing);
             let room = self.backlog.len() < self.max_backlog;
             if !open.0 && !open.1 && !retry {
                 for w in self.waiters.drain(..) {
@@ -270,8 +279,10 @@ impl Writer {
                 }
                 return;
             }
+            let linger = self.completions_since.map(|t| t + LINGER);
             // Durable rows first; queued ones while the backlog has room;
-            // with a backlog, wake up to retry it.
+            // with a backlog, wake up to retry it; lingering completions
+            // are written when they are due.
             tokio::select! {
                 biased;
                 d = self.durable_rx.recv(), if open.0 => match d {
@@ -283,6 +294,7 @@ impl Writer {
                     None => open.1 = false,
                 },
                 () = tokio::time::sleep(delay), if retry => {}
+                () = sleep_until(linger), if linger.is_some() && !retry => {}
             }
             while durables.len() < BATCH {
                 match self.durable_rx.try_recv() {
@@ -300,7 +312,7 @@ impl Writer {
                 }
                 self.take(msgs);
             }
-            if self.write(durables).await {
+            if self.write(durables, !open.1).await {
                 // Drain a remaining backlog without pausing.
                 delay = Duration::ZERO;
             } else {
@@ -314,65 +326,106 @@ impl Writer {
         }
     }
 
+    /// Whether the completions must be written now rather than ride along
+    /// with the next rows: a full batch, one older than [`LINGER`], a
+    /// flush waiting, or the queue closed.
+    fn completions_due(&self, closing: bool) -> bool {
+        !self.completions.is_empty()
+            && (closing
+                || !self.waiters.is_empty()
+                || self.completions.len() >= BATCH
+                || self
+                    .completions_since
+                    .is_some_and(|t| t.elapsed() >= LINGER))
+    }
+
     fn take(&mut self, msgs: Vec<Msg>) {
         for m in msgs {
             match m {
                 Msg::Entry(e) => self.backlog.push_back(*e),
-                Msg::Complete(c) => self.completions.push(*c),
+                Msg::Complete(c) => {
+                    self.completions_since.get_or_insert_with(Instant::now);
+                    self.completions.push(*c);
+                }
                 Msg::Flush(w) => self.waiters.push(w),
             }
         }
     }
 
-    /// Writes the durable rows and a batch of the backlog in one
-    /// transaction, then the completions. Returns false while the database
-    /// cannot write (durable rows then fail at once; queued ones stay).
-    async fn write(&mut self, durables: Vec<Durable>) -> bool {
+    /// Writes the durable rows, a batch of the backlog and a batch of
+    /// completions in one transaction (one commit). Returns false while the
+    /// database cannot write (durable rows then fail at once; queued rows
+    /// and completions stay).
+    async fn write(&mut self, durables: Vec<Durable>, closing: bool) -> bool {
         let queued = self.backlog.len().min(BATCH);
-        if !durables.is_empty() || queued > 0 {
-            let mut rows: Vec<AuditEntry> = durables.iter().map(|d| (*d.entry).clone()).collect();
-            rows.extend(self.backlog.iter().take(queued).cloned());
-            match self.store.append_audit(&rows).await {
-                Ok(_) => {
-                    for d in durables {
-                        let _ = d.done.send(Ok(()));
-                    }
-                    self.backlog.drain(..queued);
-                }
-                Err(err) if bad_row(&err) => {
-                    // A row in the batch is bad (unknown tenant, repeated
-                    // ID): each row on its own, so only a bad one is given
-                    // up.
-                    tracing::warn!(error = %err, rows = rows.len(), "audit batch refused; writing its rows one by one");
-                    if !self.one_by_one(durables, queued).await {
-                        return false;
-                    }
-                }
-                Err(err) => {
-                    self.set_healthy(false, &err.to_string());
-                    for d in durables {
-                        let _ = d.done.send(Err(UNAVAILABLE));
-                    }
-                    return false;
-                }
-            }
+        let done = if !durables.is_empty() || queued > 0 || self.completions_due(closing) {
+            self.completions.len().min(BATCH)
+        } else {
+            0
+        };
+        if durables.is_empty() && queued == 0 && done == 0 {
+            return true;
         }
-        if !self.completions.is_empty() {
-            let done = self.completions.len().min(BATCH);
-            match self.store.complete_audit(&self.completions[..done]).await {
-                Ok(()) => {}
-                Err(err) if bad_row(&err) => {
-                    tracing::error!(error = %err, completions = done, "audit completions refused; given up");
+        let mut rows: Vec<AuditEntry> = durables.iter().map(|d| (*d.entry).clone()).collect();
+        rows.extend(self.backlog.iter().take(queued).cloned());
+        match self
+            .store
+            .write_audit(&rows, &self.completions[..done])
+            .await
+        {
+            Ok(_) => {
+                for d in durables {
+                    let _ = d.done.send(Ok(()));
                 }
-                Err(err) => {
-                    self.set_healthy(false, &err.to_string());
+                self.backlog.drain(..queued);
+                self.drain_completions(done);
+            }
+            Err(err) if bad_row(&err) => {
+                // A row in the batch is bad (unknown tenant, repeated ID):
+                // each row on its own, so only a bad one is given up; then
+                // the completions by themselves.
+                tracing::warn!(error = %err, rows = rows.len(), "audit batch refused; writing its rows one by one");
+                if !self.one_by_one(durables, queued).await || !self.complete(done).await {
                     return false;
                 }
             }
-            self.completions.drain(..done);
+            Err(err) => {
+                self.set_healthy(false, &err.to_string());
+                for d in durables {
+                    let _ = d.done.send(Err(UNAVAILABLE));
+                }
+                return false;
+            }
         }
         self.set_healthy(true, "");
         true
+    }
+
+    /// Writes the first `done` completions on their own.
+    async fn complete(&mut self, done: usize) -> bool {
+        match self.store.complete_audit(&self.completions[..done]).await {
+            Ok(()) => {}
+            Err(err) if bad_row(&err) => {
+                tracing::error!(error = %err, completions = done, "audit completions refused; given up");
+            }
+            Err(err) => {
+                self.set_healthy(false, &err.to_string());
+                return false;
+            }
+        }
+        self.drain_completions(done);
+        true
+    }
+
+    fn drain_completions(&mut self, done: usize) {
+        self.completions.drain(..done);
+        self.completions_since = if self.completions.is_empty() {
+            None
+        } else if done > 0 {
+            Some(Instant::now())
+        } else {
+            self.completions_since
+        };
     }
 
     /// Writes the durable rows and `queued` backlog rows one at a time:
@@ -449,6 +502,14 @@ fn bad_row(e: &miosa_store::StoreError) -> bool {
 }
 
 /// The next messages (at least one), or `None` once the channel is closed.
+/// Sleeps until `at`; forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn recv_some(rx: &mut mpsc::Receiver<Msg>, max: usize) -> Option<Vec<Msg>> {
     let mut msgs = Vec::new();
     (rx.recv_many(&mut msgs, max).await > 0).then_some(msgs)

@@ -11,6 +11,7 @@ use crate::fixtures::{all_pages, audit_entry, new_tenant};
 /// The whole story.
 pub async fn audit_durability(store: &dyn Store) {
     deferred_rows(store).await;
+    rows_and_completions_together(store).await;
     checkpoints(store).await;
 }
 
@@ -114,6 +115,75 @@ async fn deferred_rows(store: &dyn Store) {
         Some(Some(201))
     );
     store.complete_audit(&[]).await.expect("nothing to do");
+}
+
+fn completion(tenant: &TenantId, id: &miosa_core::AuditId, status: u16) -> AuditCompletion {
+    AuditCompletion {
+        tenant_id: tenant.clone(),
+        id: id.clone(),
+        status: Some(status),
+        bytes_out: 1,
+        bytes_in: 2,
+        duration_ms: 3,
+        outcome: Outcome::Success,
+    }
+}
+
+/// `write_audit` appends and completes in one transaction: a batch
+/// refused for a bad row applies none of its completions either.
+async fn rows_and_completions_together(store: &dyn Store) {
+    let (t, _) = new_tenant(store).await;
+    let first = deferred(&t.id);
+    store
+        .write_audit(std::slice::from_ref(&first), &[])
+        .await
+        .expect("append alone");
+
+    let ghost = TenantId::generate();
+    let refused = store
+        .write_audit(
+            &[deferred(&t.id), deferred(&ghost)],
+            &[completion(&t.id, &first.id, 200)],
+        )
+        .await
+        .expect_err("a row of an unknown tenant");
+    assert!(
+        matches!(
+            refused,
+            miosa_store::StoreError::MissingReference { field: "tenant_id" }
+        ),
+        "{refused:?}"
+    );
+    let chain = store.audit_chain(&t.id, 0, 10).await.expect("chain");
+    assert_eq!(chain.len(), 1, "no row of the refused batch");
+    assert!(chain[0].pending, "nor its completion");
+
+    let second = deferred(&t.id);
+    let events = store
+        .write_audit(
+            std::slice::from_ref(&second),
+            &[completion(&t.id, &first.id, 204)],
+        )
+        .await
+        .expect("append and complete");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].seq, 2);
+    let chain = store.audit_chain(&t.id, 0, 10).await.expect("chain");
+    assert!(!chain[0].pending && chain[1].pending);
+    assert_eq!(
+        chain[0].entry.request.as_ref().and_then(|r| r.status),
+        Some(204)
+    );
+    store
+        .write_audit(&[], &[completion(&t.id, &second.id, 201)])
+        .await
+        .expect("complete alone");
+    assert_eq!(verify(store, &t.id).await, 2);
+    assert!(store
+        .write_audit(&[], &[])
+        .await
+        .expect("nothing")
+        .is_empty());
 }
 
 fn checkpoint(tenant: &TenantId, seq: i64, hash: &str, kek: &str) -> AuditCheckpoint {

@@ -6,13 +6,16 @@
 //! after the other, and each links on the head the previous one left.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+mod fast;
 
 use miosa_core::audit::{AuditCredential, AuditRequest, Outcome, GENESIS_HASH};
 use miosa_core::{
     AuditCompletion, AuditEntry, AuditEvent, Page, PageRequest, SecretScope, TenantId,
 };
 use miosa_store::{AuditFilter, StoreError, StoreResult};
-use sqlx::{PgPool, QueryBuilder};
+use sqlx::{PgConnection, PgPool, QueryBuilder};
 use time::OffsetDateTime;
 
 use crate::error::{corrupt, db, db_ref};
@@ -30,6 +33,7 @@ macro_rules! columns {
          credential_scope, outcome, prev_hash, hash, deferred, pending, created_by_key_id"
     };
 }
+use columns;
 
 const SELECT: &str = concat!("SELECT ", columns!(), " FROM audit_events");
 
@@ -140,38 +144,134 @@ fn signed(v: u64) -> StoreResult<i64> {
 /// read them, insert every row from column arrays (`UNNEST`), move the heads.
 /// A missing head is created as (0, genesis hash), which links like none.
 #[tracing::instrument(skip_all, fields(entries = entries.len()))]
-pub(crate) async fn append(pool: &PgPool, entries: &[AuditEntry]) -> StoreResult<Vec<AuditEvent>> {
-    if entries.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut tenants: Vec<&str> = entries.iter().map(|e| e.tenant_id.as_str()).collect();
-    tenants.sort_unstable();
-    tenants.dedup();
+pub(crate) async fn append(
+    pool: &PgPool,
+    cache: &HeadCache,
+    entries: &[AuditEntry],
+) -> StoreResult<Vec<AuditEvent>> {
+    write(pool, cache, entries, &[]).await
+}
 
+/// Appends `entries` and applies `completions` atomically.
+///
+/// The usual case takes one round trip: when this process knows every
+/// touched chain's head (it wrote it last), the rows are linked on those
+/// heads and one statement moves each head on only if it is still where
+/// it was, inserts the rows and applies the completions. A head moved by
+/// anyone else (another replica, a concurrent append here) fails that
+/// statement as a whole (`fast::write`); the write is then done the locking
+/// way, which reads the heads under `FOR UPDATE`.
+pub(crate) async fn write(
+    pool: &PgPool,
+    cache: &HeadCache,
+    entries: &[AuditEntry],
+    completions: &[AuditCompletion],
+) -> StoreResult<Vec<AuditEvent>> {
+    if entries.is_empty() {
+        // One statement, its own transaction.
+        return complete_in(&mut *pool.acquire().await.map_err(db)?, completions)
+            .await
+            .map(|()| Vec::new());
+    }
+    if let Some(plan) = cache.plan(entries)? {
+        if fast::write(pool, &plan, completions).await.is_ok() {
+            cache.advance(&plan.heads);
+            return Ok(plan.events);
+        }
+        cache.forget(plan.heads.iter().map(|h| h.tenant.as_str()));
+    }
     let mut tx = pool.begin().await.map_err(db)?;
-    sqlx::query(
-        "INSERT INTO audit_heads (tenant_id, seq, hash) \
-         SELECT t, 0, $2 FROM UNNEST($1::text[]) AS t ORDER BY t \
-         ON CONFLICT (tenant_id) DO NOTHING",
-    )
-    .bind(&tenants)
-    .bind(GENESIS_HASH)
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| db_ref(e, "tenant_id"))?;
+    let (events, heads) = append_in(&mut tx, entries).await?;
+    complete_in(&mut tx, completions).await?;
+    tx.commit().await.map_err(db)?;
+    cache.advance(&heads);
+    Ok(events)
+}
+
+/// Locks the heads of `tenants`, in tenant order; `None` when a tenant has
+/// no head yet.
+async fn lock_heads(
+    tx: &mut PgConnection,
+    tenants: &[&str],
+) -> StoreResult<HashMap<String, (i64, String)>> {
     let locked: Vec<(String, i64, String)> = sqlx::query_as(
         "SELECT tenant_id, seq, hash FROM audit_heads WHERE tenant_id = ANY($1) \
          ORDER BY tenant_id FOR UPDATE",
     )
-    .bind(&tenants)
+    .bind(tenants)
     .fetch_all(&mut *tx)
     .await
     .map_err(db)?;
-    let mut heads: HashMap<String, (i64, String)> = locked
+    Ok(locked
         .into_iter()
         .map(|(tenant, seq, hash)| (tenant, (seq, hash)))
-        .collect();
+        .collect())
+}
 
+async fn append_in(
+    tx: &mut PgConnection,
+    entries: &[AuditEntry],
+) -> StoreResult<(Vec<AuditEvent>, Vec<HeadMove>)> {
+    let mut tenants: Vec<&str> = entries.iter().map(|e| e.tenant_id.as_str()).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+
+    // Every chain but a tenant's first has its head: lock it in one round
+    // trip, creating the missing ones only when there are any.
+    let mut heads = lock_heads(tx, &tenants).await?;
+    if heads.len() < tenants.len() {
+        sqlx::query(
+            "INSERT INTO audit_heads (tenant_id, seq, hash) \
+             SELECT t, 0, $2 FROM UNNEST($1::text[]) AS t ORDER BY t \
+             ON CONFLICT (tenant_id) DO NOTHING",
+        )
+        .bind(&tenants)
+        .bind(GENESIS_HASH)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_ref(e, "tenant_id"))?;
+        heads = lock_heads(tx, &tenants).await?;
+    }
+
+    let from = heads.clone();
+    let events = link(entries, &mut heads)?;
+    let moves: Vec<HeadMove> = heads
+        .into_iter()
+        .filter_map(|(tenant, (seq, hash))| {
+            let (old_seq, old_hash) = from.get(&tenant)?.clone();
+            Some(HeadMove {
+                tenant,
+                old_seq,
+                old_hash,
+                seq,
+                hash,
+            })
+        })
+        .collect();
+    insert_all(tx, &events).await?;
+    let (tenants, seqs, hashes): (Vec<&str>, Vec<i64>, Vec<&str>) = moves
+        .iter()
+        .map(|m| (m.tenant.as_str(), m.seq, m.hash.as_str()))
+        .collect();
+    sqlx::query(
+        "UPDATE audit_heads AS h SET seq = v.seq, hash = v.hash \
+         FROM UNNEST($1::text[], $2::bigint[], $3::text[]) AS v (tenant_id, seq, hash) \
+         WHERE h.tenant_id = v.tenant_id",
+    )
+    .bind(tenants)
+    .bind(seqs)
+    .bind(hashes)
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    Ok((events, moves))
+}
+
+/// Links `entries` on `heads` (tenant → seq, hash), moving each head on.
+fn link(
+    entries: &[AuditEntry],
+    heads: &mut HashMap<String, (i64, String)>,
+) -> StoreResult<Vec<AuditEvent>> {
     let mut events = Vec::with_capacity(entries.len());
     for entry in entries {
         let head = heads
@@ -187,25 +287,89 @@ pub(crate) async fn append(pool: &PgPool, entries: &[AuditEntry]) -> StoreResult
         *head = (event.seq, event.hash.clone());
         events.push(event);
     }
-
-    insert_all(&mut tx, &events).await?;
-    let (head_tenants, head_seqs, head_hashes): (Vec<String>, Vec<i64>, Vec<String>) = heads
-        .into_iter()
-        .map(|(tenant, (seq, hash))| (tenant, seq, hash))
-        .collect();
-    sqlx::query(
-        "UPDATE audit_heads AS h SET seq = v.seq, hash = v.hash \
-         FROM UNNEST($1::text[], $2::bigint[], $3::text[]) AS v (tenant_id, seq, hash) \
-         WHERE h.tenant_id = v.tenant_id",
-    )
-    .bind(head_tenants)
-    .bind(head_seqs)
-    .bind(head_hashes)
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)?;
     Ok(events)
+}
+
+/// One chain's head before and after a write.
+#[derive(Debug, Clone)]
+pub(crate) struct HeadMove {
+    tenant: String,
+    old_seq: i64,
+    old_hash: String,
+    seq: i64,
+    hash: String,
+}
+
+/// The chain heads this process wrote last, by tenant: a guess at where
+/// each head is, which the one-statement write checks.
+#[derive(Debug, Default)]
+pub(crate) struct HeadCache(Mutex<HashMap<String, (i64, String)>>);
+
+/// Rows linked on cached heads, and the head moves they make.
+pub(crate) struct Plan {
+    events: Vec<AuditEvent>,
+    heads: Vec<HeadMove>,
+}
+
+impl HeadCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, String)>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The rows linked on the cached heads, when every tenant has one.
+    fn plan(&self, entries: &[AuditEntry]) -> StoreResult<Option<Plan>> {
+        let from: HashMap<String, (i64, String)> = {
+            let cached = self.lock();
+            let mut from = HashMap::new();
+            for e in entries {
+                let tenant = e.tenant_id.as_str();
+                if from.contains_key(tenant) {
+                    continue;
+                }
+                let Some(head) = cached.get(tenant) else {
+                    return Ok(None);
+                };
+                from.insert(tenant.to_owned(), head.clone());
+            }
+            from
+        };
+        let mut heads = from.clone();
+        let events = link(entries, &mut heads)?;
+        let heads = heads
+            .into_iter()
+            .map(|(tenant, (seq, hash))| {
+                let (old_seq, old_hash) = from[&tenant].clone();
+                HeadMove {
+                    tenant,
+                    old_seq,
+                    old_hash,
+                    seq,
+                    hash,
+                }
+            })
+            .collect();
+        Ok(Some(Plan { events, heads }))
+    }
+
+    /// Records heads written; an older one never replaces a newer one.
+    fn advance(&self, moves: &[HeadMove]) {
+        let mut cached = self.lock();
+        for m in moves {
+            match cached.get(&m.tenant) {
+                Some((seq, _)) if *seq >= m.seq => {}
+                _ => {
+                    cached.insert(m.tenant.clone(), (m.seq, m.hash.clone()));
+                }
+            }
+        }
+    }
+
+    fn forget<'a>(&self, tenants: impl Iterator<Item = &'a str>) {
+        let mut cached = self.lock();
+        for t in tenants {
+            cached.remove(t);
+        }
+    }
 }
 
 /// The rows as one array per column, bound to one `INSERT … SELECT FROM
@@ -291,52 +455,68 @@ impl<'a> Columns<'a> {
     }
 }
 
-async fn insert_all(conn: &mut sqlx::PgConnection, events: &[AuditEvent]) -> StoreResult<()> {
-    let mut c = Columns::default();
-    for ev in events {
-        c.push(ev)?;
-    }
-    sqlx::query(concat!(
-        "INSERT INTO audit_events (",
-        columns!(),
-        ") SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], \
+/// `UNNEST` over the 29 event columns bound from `$1` by [`bind_events`].
+macro_rules! unnest_events {
+    () => {
+        "UNNEST($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], \
          $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
          $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::int[], \
          $18::bigint[], $19::bigint[], $20::bigint[], $21::text[], $22::text[], $23::text[], \
          $24::text[], $25::text[], $26::text[], $27::bool[], $28::bool[], $29::text[])"
-    ))
-    .bind(c.id)
-    .bind(c.tenant_id)
-    .bind(c.seq)
-    .bind(c.time)
-    .bind(c.action)
-    .bind(c.actor)
-    .bind(c.target)
-    .bind(c.sandbox_id)
-    .bind(c.workspace_id)
-    .bind(c.owner_user_id)
-    .bind(c.external_user_id)
-    .bind(c.external_workspace_id)
-    .bind(c.external_project_id)
-    .bind(c.request_method)
-    .bind(c.request_host)
-    .bind(c.request_path)
-    .bind(c.request_status)
-    .bind(c.request_bytes_out)
-    .bind(c.request_bytes_in)
-    .bind(c.request_duration_ms)
-    .bind(c.credential_secret_id)
-    .bind(c.credential_name)
-    .bind(c.credential_scope)
-    .bind(c.outcome)
-    .bind(c.prev_hash)
-    .bind(c.hash)
-    .bind(c.deferred)
-    .bind(c.pending)
-    .bind(c.created_by_key_id)
-    .execute(conn)
-    .await
-    .map_err(|e| db_ref(e, "tenant_id"))?;
+    };
+}
+use unnest_events;
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds the events' columns, in [`columns!`] order.
+fn bind_events<'q>(q: PgQuery<'q>, events: &'q [AuditEvent]) -> StoreResult<PgQuery<'q>> {
+    let mut c = Columns::default();
+    for ev in events {
+        c.push(ev)?;
+    }
+    Ok(q.bind(c.id)
+        .bind(c.tenant_id)
+        .bind(c.seq)
+        .bind(c.time)
+        .bind(c.action)
+        .bind(c.actor)
+        .bind(c.target)
+        .bind(c.sandbox_id)
+        .bind(c.workspace_id)
+        .bind(c.owner_user_id)
+        .bind(c.external_user_id)
+        .bind(c.external_workspace_id)
+        .bind(c.external_project_id)
+        .bind(c.request_method)
+        .bind(c.request_host)
+        .bind(c.request_path)
+        .bind(c.request_status)
+        .bind(c.request_bytes_out)
+        .bind(c.request_bytes_in)
+        .bind(c.request_duration_ms)
+        .bind(c.credential_secret_id)
+        .bind(c.credential_name)
+        .bind(c.credential_scope)
+        .bind(c.outcome)
+        .bind(c.prev_hash)
+        .bind(c.hash)
+        .bind(c.deferred)
+        .bind(c.pending)
+        .bind(c.created_by_key_id))
+}
+
+async fn insert_all(conn: &mut sqlx::PgConnection, events: &[AuditEvent]) -> StoreResult<()> {
+    let q = sqlx::query(concat!(
+        "INSERT INTO audit_events (",
+        columns!(),
+        ") SELECT * FROM ",
+        unnest_events!()
+    ));
+    bind_events(q, events)?
+        .execute(conn)
+        .await
+        .map_err(|e| db_ref(e, "tenant_id"))?;
     Ok(())
 }
 
@@ -430,9 +610,15 @@ pub(crate) async fn head(pool: &PgPool, tenant: &TenantId) -> StoreResult<Option
 /// One statement over the whole batch (`UNNEST`).
 #[tracing::instrument(skip_all, fields(completions = completions.len()))]
 pub(crate) async fn complete(pool: &PgPool, completions: &[AuditCompletion]) -> StoreResult<()> {
-    if completions.is_empty() {
-        return Ok(());
-    }
+    complete_in(&mut *pool.acquire().await.map_err(db)?, completions).await
+}
+
+/// Binds the completions' 7 columns (tenant, id, status, bytes out, bytes
+/// in, duration, outcome).
+fn bind_completions<'q>(
+    q: PgQuery<'q>,
+    completions: &'q [AuditCompletion],
+) -> StoreResult<PgQuery<'q>> {
     let tenants: Vec<&str> = completions.iter().map(|c| c.tenant_id.as_str()).collect();
     let ids: Vec<&str> = completions.iter().map(|c| c.id.as_str()).collect();
     let statuses: Vec<Option<i32>> = completions
@@ -443,25 +629,53 @@ pub(crate) async fn complete(pool: &PgPool, completions: &[AuditCompletion]) -> 
         completions.iter().map(|c| signed(f(c))).collect()
     };
     let outcomes: Vec<&str> = completions.iter().map(|c| c.outcome.as_str()).collect();
-    sqlx::query(
-        "UPDATE audit_events AS a SET request_status = v.status, \
-         request_bytes_out = v.bytes_out, request_bytes_in = v.bytes_in, \
-         request_duration_ms = v.duration_ms, outcome = v.outcome, pending = FALSE \
-         FROM UNNEST($1::text[], $2::text[], $3::int[], $4::bigint[], $5::bigint[], \
-                     $6::bigint[], $7::text[]) \
-             AS v (tenant_id, id, status, bytes_out, bytes_in, duration_ms, outcome) \
-         WHERE a.tenant_id = v.tenant_id AND a.id = v.id AND a.pending \
-           AND a.request_method IS NOT NULL",
-    )
-    .bind(tenants)
-    .bind(ids)
-    .bind(statuses)
-    .bind(nums(|c| c.bytes_out)?)
-    .bind(nums(|c| c.bytes_in)?)
-    .bind(nums(|c| c.duration_ms)?)
-    .bind(outcomes)
-    .execute(pool)
-    .await
-    .map_err(db)?;
+    Ok(q.bind(tenants)
+        .bind(ids)
+        .bind(statuses)
+        .bind(nums(|c| c.bytes_out)?)
+        .bind(nums(|c| c.bytes_in)?)
+        .bind(nums(|c| c.duration_ms)?)
+        .bind(outcomes))
+}
+
+/// Completes pending deferred rows, the completions bound from `$n` on.
+macro_rules! complete_rows {
+    ($a:literal, $b:literal, $c:literal, $d:literal, $e:literal, $f:literal, $g:literal) => {
+        concat!(
+            "UPDATE audit_events AS a SET request_status = v.status, \
+             request_bytes_out = v.bytes_out, request_bytes_in = v.bytes_in, \
+             request_duration_ms = v.duration_ms, outcome = v.outcome, pending = FALSE \
+             FROM UNNEST($",
+            $a,
+            "::text[], $",
+            $b,
+            "::text[], $",
+            $c,
+            "::int[], $",
+            $d,
+            "::bigint[], $",
+            $e,
+            "::bigint[], $",
+            $f,
+            "::bigint[], $",
+            $g,
+            "::text[]) \
+                 AS v (tenant_id, id, status, bytes_out, bytes_in, duration_ms, outcome) \
+             WHERE a.tenant_id = v.tenant_id AND a.id = v.id AND a.pending \
+               AND a.request_method IS NOT NULL"
+        )
+    };
+}
+use complete_rows;
+
+async fn complete_in(tx: &mut PgConnection, completions: &[AuditCompletion]) -> StoreResult<()> {
+    if completions.is_empty() {
+        return Ok(());
+    }
+    let q = sqlx::query(complete_rows!(1, 2, 3, 4, 5, 6, 7));
+    bind_completions(q, completions)?
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
     Ok(())
 }

@@ -142,16 +142,35 @@ pub(crate) async fn append(
     pool: &SqlitePool,
     entries: &[AuditEntry],
 ) -> StoreResult<Vec<AuditEvent>> {
-    if entries.is_empty() {
+    write(pool, entries, &[]).await
+}
+
+/// Appends `entries` and applies `completions` in one transaction.
+pub(crate) async fn write(
+    pool: &SqlitePool,
+    entries: &[AuditEntry],
+    completions: &[AuditCompletion],
+) -> StoreResult<Vec<AuditEvent>> {
+    if entries.is_empty() && completions.is_empty() {
         return Ok(Vec::new());
     }
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    let events = append_in(&mut tx, entries).await?;
+    complete_in(&mut tx, completions).await?;
+    tx.commit().await.map_err(db)?;
+    Ok(events)
+}
+
+async fn append_in(
+    tx: &mut SqliteConnection,
+    entries: &[AuditEntry],
+) -> StoreResult<Vec<AuditEvent>> {
     let mut heads: HashMap<&TenantId, Option<(i64, String)>> = HashMap::new();
     let mut events = Vec::with_capacity(entries.len());
     for entry in entries {
         let head = match heads.entry(&entry.tenant_id) {
             Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => v.insert(read_head(&mut tx, &entry.tenant_id).await?),
+            Entry::Vacant(v) => v.insert(read_head(&mut *tx, &entry.tenant_id).await?),
         };
         let mut entry = entry.clone();
         // The hash covers whole microseconds, which is what the column keeps.
@@ -160,7 +179,7 @@ pub(crate) async fn append(
             .replace_microsecond(entry.time.microsecond())
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         let event = entry.link(head.as_ref().map(|(seq, hash)| (*seq, hash.as_str())));
-        insert(&mut tx, &event).await?;
+        insert(&mut *tx, &event).await?;
         *head = Some((event.seq, event.hash.clone()));
         events.push(event);
     }
@@ -177,7 +196,6 @@ pub(crate) async fn append(
         .await
         .map_err(|e| db_ref(e, "tenant_id"))?;
     }
-    tx.commit().await.map_err(db)?;
     Ok(events)
 }
 
@@ -331,10 +349,13 @@ pub(crate) async fn complete(
     pool: &SqlitePool,
     completions: &[AuditCompletion],
 ) -> StoreResult<()> {
-    if completions.is_empty() {
-        return Ok(());
-    }
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    write(pool, &[], completions).await.map(drop)
+}
+
+async fn complete_in(
+    tx: &mut SqliteConnection,
+    completions: &[AuditCompletion],
+) -> StoreResult<()> {
     for c in completions {
         sqlx::query(
             "UPDATE audit_events SET request_status = ?, request_bytes_out = ?, \
@@ -352,6 +373,5 @@ pub(crate) async fn complete(
         .await
         .map_err(db)?;
     }
-    tx.commit().await.map_err(db)?;
     Ok(())
 }

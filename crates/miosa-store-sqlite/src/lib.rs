@@ -397,6 +397,14 @@ impl Store for SqliteStore {
         audit::complete(&self.pool, completions).await
     }
 
+    async fn write_audit(
+        &self,
+        entries: &[AuditEntry],
+        completions: &[AuditCompletion],
+    ) -> StoreResult<Vec<AuditEvent>> {
+        audit::write(&self.pool, entries, completions).await
+    }
+
     async fn put_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<()> {
         checkpoints::put(&self.pool, checkpoint).await
     }

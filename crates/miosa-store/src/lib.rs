@@ -403,6 +403,15 @@ pub trait Store: Send + Sync + 'static {
     /// longer pending), in one transaction. A row that is not a pending
     /// deferred row of that tenant is left alone.
     async fn complete_audit(&self, completions: &[AuditCompletion]) -> StoreResult<()>;
+    /// [`Store::append_audit`] and [`Store::complete_audit`] in one
+    /// transaction (one commit for the audit writer's whole batch): both
+    /// happen or, with the errors `append_audit` names, neither. The
+    /// completions are for rows stored before this call.
+    async fn write_audit(
+        &self,
+        entries: &[AuditEntry],
+        completions: &[AuditCompletion],
+    ) -> StoreResult<Vec<AuditEvent>>;
     /// Stores a checkpoint; one already stored for the same (tenant, seq)
     /// is kept (replicas may sign the same head).
     async fn put_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<()>;
