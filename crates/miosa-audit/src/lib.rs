@@ -42,11 +42,11 @@ const QUEUE: usize = 100_000;
 /// How long `admit` waits for room before refusing, when the database is
 /// answering but behind.
 const ADMIT_WAIT: Duration = Duration::from_secs(10);
-/// Retries of a backlog while the database does not answer: from this...
 /// How long completions may wait to ride along with the next rows' commit
 /// (they are outside the hash and need not be prompt); a commit of their
 /// own would stand between the next request and its durable row.
 const LINGER: Duration = Duration::from_millis(100);
+/// Retries of a backlog while the database does not answer: from this...
 const RETRY_MIN: Duration = Duration::from_millis(50);
 /// ...doubling up to this, for as long as it takes.
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -501,7 +501,6 @@ fn bad_row(e: &miosa_store::StoreError) -> bool {
     )
 }
 
-/// The next messages (at least one), or `None` once the channel is closed.
 /// Sleeps until `at`; forever without one.
 async fn sleep_until(at: Option<Instant>) {
     match at {
@@ -510,6 +509,7 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
+/// The next messages (at least one), or `None` once the channel is closed.
 async fn recv_some(rx: &mut mpsc::Receiver<Msg>, max: usize) -> Option<Vec<Msg>> {
     let mut msgs = Vec::new();
     (rx.recv_many(&mut msgs, max).await > 0).then_some(msgs)

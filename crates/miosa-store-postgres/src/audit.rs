@@ -188,8 +188,8 @@ pub(crate) async fn write(
     Ok(events)
 }
 
-/// Locks the heads of `tenants`, in tenant order; `None` when a tenant has
-/// no head yet.
+/// Locks the heads of `tenants`, in tenant order (a tenant with no head
+/// yet is missing from the answer).
 async fn lock_heads(
     tx: &mut PgConnection,
     tenants: &[&str],
@@ -233,21 +233,7 @@ async fn append_in(
         heads = lock_heads(tx, &tenants).await?;
     }
 
-    let from = heads.clone();
-    let events = link(entries, &mut heads)?;
-    let moves: Vec<HeadMove> = heads
-        .into_iter()
-        .filter_map(|(tenant, (seq, hash))| {
-            let (old_seq, old_hash) = from.get(&tenant)?.clone();
-            Some(HeadMove {
-                tenant,
-                old_seq,
-                old_hash,
-                seq,
-                hash,
-            })
-        })
-        .collect();
+    let (events, moves) = link(entries, heads)?;
     insert_all(tx, &events).await?;
     let (tenants, seqs, hashes): (Vec<&str>, Vec<i64>, Vec<&str>) = moves
         .iter()
@@ -267,11 +253,13 @@ async fn append_in(
     Ok((events, moves))
 }
 
-/// Links `entries` on `heads` (tenant → seq, hash), moving each head on.
+/// Links `entries` on `from` (tenant → seq, hash): the events, and how
+/// each head moves.
 fn link(
     entries: &[AuditEntry],
-    heads: &mut HashMap<String, (i64, String)>,
-) -> StoreResult<Vec<AuditEvent>> {
+    from: HashMap<String, (i64, String)>,
+) -> StoreResult<(Vec<AuditEvent>, Vec<HeadMove>)> {
+    let mut heads = from.clone();
     let mut events = Vec::with_capacity(entries.len());
     for entry in entries {
         let head = heads
@@ -287,7 +275,20 @@ fn link(
         *head = (event.seq, event.hash.clone());
         events.push(event);
     }
-    Ok(events)
+    let moves = heads
+        .into_iter()
+        .filter_map(|(tenant, (seq, hash))| {
+            let (old_seq, old_hash) = from.get(&tenant)?.clone();
+            Some(HeadMove {
+                tenant,
+                old_seq,
+                old_hash,
+                seq,
+                hash,
+            })
+        })
+        .collect();
+    Ok((events, moves))
 }
 
 /// One chain's head before and after a write.
@@ -333,21 +334,7 @@ impl HeadCache {
             }
             from
         };
-        let mut heads = from.clone();
-        let events = link(entries, &mut heads)?;
-        let heads = heads
-            .into_iter()
-            .map(|(tenant, (seq, hash))| {
-                let (old_seq, old_hash) = from[&tenant].clone();
-                HeadMove {
-                    tenant,
-                    old_seq,
-                    old_hash,
-                    seq,
-                    hash,
-                }
-            })
-            .collect();
+        let (events, heads) = link(entries, from)?;
         Ok(Some(Plan { events, heads }))
     }
 
