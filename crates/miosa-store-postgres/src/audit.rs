@@ -143,7 +143,6 @@ fn signed(v: u64) -> StoreResult<i64> {
 /// Four statements whatever the batch size: create missing heads, lock and
 /// read them, insert every row from column arrays (`UNNEST`), move the heads.
 /// A missing head is created as (0, genesis hash), which links like none.
-#[tracing::instrument(skip_all, fields(entries = entries.len()))]
 pub(crate) async fn append(
     pool: &PgPool,
     cache: &HeadCache,
@@ -161,6 +160,7 @@ pub(crate) async fn append(
 /// anyone else (another replica, a concurrent append here) fails that
 /// statement as a whole (`fast::write`); the write is then done the locking
 /// way, which reads the heads under `FOR UPDATE`.
+#[tracing::instrument(skip_all, fields(entries = entries.len(), completions = completions.len()))]
 pub(crate) async fn write(
     pool: &PgPool,
     cache: &HeadCache,
@@ -168,10 +168,7 @@ pub(crate) async fn write(
     completions: &[AuditCompletion],
 ) -> StoreResult<Vec<AuditEvent>> {
     if entries.is_empty() {
-        // One statement, its own transaction.
-        return complete_in(&mut *pool.acquire().await.map_err(db)?, completions)
-            .await
-            .map(|()| Vec::new());
+        return complete(pool, completions).await.map(|()| Vec::new());
     }
     if let Some(plan) = cache.plan(entries)? {
         if fast::write(pool, &plan, completions).await.is_ok() {
@@ -597,6 +594,9 @@ pub(crate) async fn head(pool: &PgPool, tenant: &TenantId) -> StoreResult<Option
 /// One statement over the whole batch (`UNNEST`).
 #[tracing::instrument(skip_all, fields(completions = completions.len()))]
 pub(crate) async fn complete(pool: &PgPool, completions: &[AuditCompletion]) -> StoreResult<()> {
+    if completions.is_empty() {
+        return Ok(());
+    }
     complete_in(&mut *pool.acquire().await.map_err(db)?, completions).await
 }
 

@@ -9,7 +9,7 @@
 mod common;
 
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
-use common::{upstream::Upstream, Backend, TestEnv, TestServer};
+use common::{start_background, upstream::Upstream, Backend, TestEnv, TestServer};
 use miosa_client::{AuditEvent, Client};
 use serde_json::json;
 use sqlx::Connection;
@@ -233,18 +233,12 @@ async fn shutdown_completes_rows_in_flight(backend: Backend) {
     .await
     .unwrap();
     let sbx = c.create_sandbox(&json!({})).await.unwrap();
-    let started = c
-        .raw(
-            reqwest::Method::POST,
-            &format!("/v1/sandboxes/{}/exec", sbx.id),
-            Some(miosa_client::RawBody::Json(json!({
-                "command": "curl -sS https://api.openai.com/slow -H \"Authorization: Bearer $OPENAI_API_KEY\"",
-                "background": true
-            }))),
-        )
-        .await
-        .unwrap();
-    assert_eq!(started.status, 200);
+    start_background(
+        &c,
+        &sbx.id,
+        "curl -sS https://api.openai.com/slow -H \"Authorization: Bearer $OPENAI_API_KEY\"",
+    )
+    .await;
     let rows = loop {
         let rows = egress_rows(&c).await;
         if !rows.is_empty() {

@@ -9,7 +9,7 @@ mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use common::{upstream::Upstream, Backend, TestEnv, TestServer};
+use common::{start_background, upstream::Upstream, Backend, TestEnv, TestServer};
 use miosa_client::Client;
 use serde_json::json;
 
@@ -73,18 +73,12 @@ async fn a_flood_from_one_sandbox_leaves_the_rest_alone(backend: Backend) {
         .await
         .unwrap();
     assert!(write.status < 300, "{}", write.status);
-    let started = c
-        .raw(
-            reqwest::Method::POST,
-            &format!("/v1/sandboxes/{}/exec", noisy.id),
-            Some(miosa_client::RawBody::Json(json!({
-                "command": "ulimit -n 65536 2>/dev/null; python3 /tmp/flood.py 5000 > /tmp/flood.out 2>&1",
-                "background": true,
-            }))),
-        )
-        .await
-        .unwrap();
-    assert_eq!(started.status, 200);
+    start_background(
+        c,
+        &noisy.id,
+        "ulimit -n 65536 2>/dev/null; python3 /tmp/flood.py 5000 > /tmp/flood.out 2>&1",
+    )
+    .await;
     // Until the flood has run: its report appears.
     let report = loop {
         let r = c.run(&noisy.id, "cat /tmp/flood.out").await;

@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{pepper_of, replica_of, upstream::Upstream, Backend, TestEnv, TestServer};
+use common::{
+    pepper_of, replica_of, start_background, upstream::Upstream, Backend, TestEnv, TestServer,
+};
 use miosa_client::Client;
 use serde_json::json;
 
@@ -49,19 +51,12 @@ async fn a_disable_on_one_replica_holds_on_the_next_request_through_another() {
     assert_eq!(call(&t.admin, &sbx.id).await, "200");
 
     // Background traffic from the same sandbox through replica A's proxy.
-    let busy = t
-        .admin
-        .raw(
-            reqwest::Method::POST,
-            &format!("/v1/sandboxes/{}/exec", sbx.id),
-            Some(miosa_client::RawBody::Json(json!({
-                "command": "for i in 1 2 3 4; do (while [ ! -e /tmp/stop ]; do curl -s -o /dev/null -H \"Authorization: Bearer $OPENAI_API_KEY\" https://api.openai.com/v1/models; done) & done; wait",
-                "background": true,
-            }))),
-        )
-        .await
-        .unwrap();
-    assert_eq!(busy.status, 200);
+    start_background(
+        &t.admin,
+        &sbx.id,
+        "for i in 1 2 3 4; do (while [ ! -e /tmp/stop ]; do curl -s -o /dev/null -H \"Authorization: Bearer $OPENAI_API_KEY\" https://api.openai.com/v1/models; done) & done; wait",
+    )
+    .await;
 
     for round in 0..8 {
         on_b.secret_action(&secret.id, "disable").await.unwrap();

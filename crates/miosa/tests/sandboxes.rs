@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, TestServer};
+use common::{start_background, Backend, TestServer};
 use miosa_client::RawBody;
 use reqwest::Method;
 use serde_json::json;
@@ -314,18 +314,7 @@ async fn exec_modes() {
     assert!(body.contains(r#""exit_code":7"#), "{body}");
 
     // Background processes.
-    let started = t
-        .admin
-        .raw(
-            Method::POST,
-            &format!("/v1/sandboxes/{id}/exec"),
-            Some(RawBody::Json(
-                json!({"command": "sleep 300", "background": true}),
-            )),
-        )
-        .await
-        .unwrap()
-        .json();
+    let started = start_background(&t.admin, id, "sleep 300").await;
     let pid = started["pid"].as_u64().unwrap();
     let procs = t
         .admin

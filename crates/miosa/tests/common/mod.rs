@@ -183,6 +183,28 @@ pub async fn replica_of(
     Ok((server, env))
 }
 
+/// Starts `command` in the background in a sandbox (`POST …/exec` with
+/// `"background": true`), which must answer 200; returns the answer
+/// (`{"pid": …}`).
+pub async fn start_background(c: &Client, sandbox: &str, command: &str) -> serde_json::Value {
+    let r = c
+        .raw(
+            reqwest::Method::POST,
+            &format!("/v1/sandboxes/{sandbox}/exec"),
+            Some(miosa_client::RawBody::Json(
+                serde_json::json!({"command": command, "background": true}),
+            )),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status, 200,
+        "starting {command:?} in the background: {}",
+        r.body
+    );
+    r.json()
+}
+
 /// The API-key pepper a server generated into its data dir.
 pub fn pepper_of(env: &TestEnv) -> String {
     std::fs::read_to_string(env.data_dir().join("api-key-pepper")).unwrap()

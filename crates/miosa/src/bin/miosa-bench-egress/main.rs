@@ -419,10 +419,7 @@ async fn proxy_vs_direct(
         .await?;
 
         eprintln!("concurrency {n}: through the egress proxy…");
-        let mut conns = Vec::with_capacity(n);
-        for _ in 0..n {
-            conns.push(proxied_conn(&socket, &proxy_tls).await?);
-        }
+        let conns = proxied_conns(n, &socket, &proxy_tls).await?;
         let before = follower.catch_up().await?;
         let t = Instant::now();
         let (proxied, sent) = load(
@@ -442,10 +439,7 @@ async fn proxy_vs_direct(
         let lost = expected.saturating_sub(follower.egress_rows);
 
         eprintln!("concurrency {n}: through the egress proxy, nothing substituted…");
-        let mut conns = Vec::with_capacity(n);
-        for _ in 0..n {
-            conns.push(proxied_conn(&socket, &proxy_tls).await?);
-        }
+        let conns = proxied_conns(n, &socket, &proxy_tls).await?;
         let (plain, plain_sent) = load(
             conns,
             none.clone(),

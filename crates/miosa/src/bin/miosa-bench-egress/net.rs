@@ -148,6 +148,19 @@ pub(super) async fn direct_conn(addr: SocketAddr, tls: &TlsConnector) -> anyhow:
     http1(tls.connect(server_name()?, tcp).await?).await
 }
 
+/// `n` connections through the egress socket, as [`proxied_conn`] makes them.
+pub(super) async fn proxied_conns(
+    n: usize,
+    socket: &Path,
+    tls: &TlsConnector,
+) -> anyhow::Result<Vec<Conn>> {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        conns.push(proxied_conn(socket, tls).await?);
+    }
+    Ok(conns)
+}
+
 /// A kept-alive HTTPS connection through the sandbox's egress socket, made
 /// the way the agent's bridge relays one from `127.0.0.1:3128` inside.
 pub(super) async fn proxied_conn(socket: &Path, tls: &TlsConnector) -> anyhow::Result<Conn> {
